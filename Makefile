@@ -1,0 +1,55 @@
+# ddpm_lite: every task starts from a fresh clone; `make demo` and `make test` set up what they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test unit nbval export check-export book execute clean
+
+venv: $(STAMP)
+
+# The venv is rebuilt only when the requirements change; a second `make` reuses it.
+$(STAMP): requirements-dev.txt requirements-assets.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -r requirements-assets.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# The main job: train the quick preset on the CPU (about 6 minutes), sample a guided class grid.
+demo: venv
+	$(BIN)/ddpm-lite demo
+
+# Notebooks are the source of the exported modules.
+export: venv
+	$(BIN)/python scripts/export.py
+
+# CI's sync check: re-exporting the notebooks must not change the package.
+check-export: export
+	@git diff --exit-code --stat -- ddpm_lite/ || { echo "ddpm_lite/ differs from what the notebooks export: run 'make export' and commit."; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- ddpm_lite/ | grep -v '__pycache__')" || { git status --short -- ddpm_lite/; echo "untracked files appeared in ddpm_lite/ after export"; exit 1; }
+
+unit: venv
+	$(BIN)/python -m pytest tests
+
+# Every notebook top to bottom, at small settings.
+nbval: venv
+	DDPM_LITE_SMALL=1 $(BIN)/python -m pytest --nbval-lax notebooks
+
+test: venv check-export
+	DDPM_LITE_SMALL=1 $(BIN)/python -m pytest tests notebooks --nbval-lax
+	$(MAKE) book
+
+# The site lands in _build/html (open _build/html/index.html).
+book: venv
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo "site: $(CURDIR)/_build/html/index.html"
+
+# Re-run every notebook in place at full settings (what the site shows).
+execute: venv
+	for nb in notebooks/*.ipynb; do $(BIN)/jupyter execute --inplace "$$nb" || exit 1; done
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,55 @@
+"""Sample grids as PNG files and matplotlib figures.
+
+Plumbing module (hand-written).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["grid_image", "save_grid", "show_grid"]
+
+
+def grid_image(images_u8: np.ndarray, labels: np.ndarray | None = None, pad: int = 2) -> np.ndarray:
+    """Tile uint8 images [N, 28, 28] into one array: one row per label when labels are given."""
+    images_u8 = np.asarray(images_u8)
+    if images_u8.ndim == 4:
+        images_u8 = images_u8[:, 0]
+    if labels is not None:
+        rows = [images_u8[np.asarray(labels) == c] for c in np.unique(labels)]
+    else:
+        k = int(np.ceil(np.sqrt(len(images_u8))))
+        rows = [images_u8[i:i + k] for i in range(0, len(images_u8), k)]
+    ncol = max(len(r) for r in rows)
+    h, w = images_u8.shape[1:]
+    out = np.zeros((len(rows) * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            out[pad + i * (h + pad): pad + i * (h + pad) + h, pad + j * (w + pad): pad + j * (w + pad) + w] = img
+    return out
+
+
+def save_grid(images_u8, labels, path, scale: int = 2) -> Path:
+    """Write the grid as a PNG (nearest-neighbour upscaled) atomically and return its path."""
+    import io
+
+    from PIL import Image
+
+    from .io import atomic_write_bytes
+    g = grid_image(images_u8, labels)
+    img = Image.fromarray(g).resize((g.shape[1] * scale, g.shape[0] * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def show_grid(images_u8, labels=None, ax=None, title=None):
+    """Draw the grid on a matplotlib axis (for the notebooks)."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.gca()
+    ax.imshow(grid_image(images_u8, labels), cmap="gray", vmin=0, vmax=255)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax

@@ -125,12 +125,18 @@ def sample_command(model: str, n=100, labels="0-9", w=None, sampler=None, steps=
         raise ConfigError(f"--n must be at least 1, got {n}.")
     if seed < 0:
         raise ConfigError(f"--seed must be 0 or more, got {seed}.")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}.")
+    if w is not None and not w >= 0:
+        raise ConfigError(f"config field 'w' = {w} is invalid: guidance weight must be 0 or more.")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"config field 'sample_steps' = {steps} is invalid: DDIM needs at least 1 step.")
+    digits = parse_labels(labels)
     dev = pick_device(device)
     path = resolve_model_file(model)
     net, cfg = load_model(path, dev)
     overrides = {k: v for k, v in dict(w=w, sampler=sampler, sample_steps=steps).items() if v is not None}
-    cfg = cfg.replace(**overrides)                   # validates w >= 0, 1 <= steps <= T, sampler name
-    digits = parse_labels(labels)
+    cfg = cfg.replace(**overrides)                   # validates w, 1 <= steps <= T, sampler name
     y = torch.tensor(digits).repeat_interleave(-(-n // len(digits)))[:n] if n >= len(digits) \
         else torch.tensor(digits[:n])
     sched = make_schedule(cfg.schedule, cfg.T)

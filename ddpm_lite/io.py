@@ -33,6 +33,9 @@ def atomic_write_bytes(path, data: bytes) -> Path:
         raise DDPMLiteError(f"cannot write to folder {path.parent}: {e.strerror}. "
                             "Choose a writable output folder (check permissions and free space).") from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test unit nbval export check-export students book execute classifier clean
+.PHONY: venv demo test unit nbval export check-export students book execute classifier pretrained clean
 
 venv: $(STAMP)
 
@@ -59,6 +59,11 @@ book: venv
 # Re-run every notebook in place at full settings (what the site shows).
 execute: venv
 	for nb in notebooks/*.ipynb; do $(BIN)/jupyter execute --inplace "$$nb" || exit 1; done
+
+# Retrain and ship the pretrained model (about an hour on a 2-core CPU; on a GPU, minutes).
+pretrained: venv
+	$(BIN)/ddpm-lite train --preset quick --name pretrained iterations=5000 ema_decay=0.999 checkpoint_every=500
+	$(BIN)/python scripts/package_pretrained.py runs/pretrained
 
 clean:
 	rm -rf _build .pytest_cache

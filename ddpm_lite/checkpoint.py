@@ -40,6 +40,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was not written completely. "
                               "Delete it; training resumes from the previous checkpoint.")
+    if not zipfile.is_zipfile(path):        # torch.save always writes a zip archive
+        raise CheckpointError(f"checkpoint {path} is damaged or not a PyTorch file (not a zip archive: "
+                              "truncated, overwritten or another format). Delete it or pass another file.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -1,0 +1,282 @@
+"""Tests of ddpm_lite.sampling (chapter 6): reproducibility, the two samplers' correctness on a
+Gaussian toy problem whose optimal noise predictor is known exactly, and input checking."""
+import pytest
+import torch
+from torch import nn
+
+from ddpm_lite.config import get_config
+from ddpm_lite.forward import make_schedule
+from ddpm_lite.reverse import mu_from_eps
+from ddpm_lite.sampling import ancestral_sample, ddim_sample, ddim_timesteps, generate
+from ddpm_lite.unet import build_model
+
+MU0, S0 = 0.2, 0.2           # toy data x_0 ~ N(MU0, S0^2), well inside [-1, 1] so clipping x_0 never bites
+TOY_SHAPE = (1, 1, 1)         # one number per "image": x has shape [B, 1, 1, 1]
+
+
+class GaussianOptimalEps(nn.Module):
+    """The exact E[eps | x_t] for data N(mu0, s0^2), as a model(x, t, y) that ignores the label."""
+
+    def __init__(self, sched, mu0=MU0, s0=S0):
+        super().__init__()
+        self.abar, self.mu0, self.s0 = sched.alpha_bars, mu0, s0
+        self.dummy = nn.Parameter(torch.zeros(()))     # so that next(model.parameters()) finds the device
+        self.calls = 0
+
+    def forward(self, x, t, y):
+        self.calls += 1
+        a = self.abar[t].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+        # eps*(x_t, t) = sqrt(1 - abar_t) (x_t - sqrt(abar_t) mu0) / (abar_t s0^2 + 1 - abar_t)
+        return (1 - a).sqrt() * (x - a.sqrt() * self.mu0) / (a * self.s0**2 + 1 - a)
+
+
+def toy_labels(n):
+    return torch.zeros(n, dtype=torch.long)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    "These tests run thousands of tiny tensor ops, where a second thread only adds synchronisation cost."
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_unet():
+    torch.manual_seed(0)
+    cfg = get_config("quick", channels=(8, 8, 8), time_dim=8)
+    return build_model(cfg).eval()
+
+
+# --- reproducibility ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sampler,steps", [("ddim", 4), ("ancestral", 1)])
+def test_generate_same_seed_same_images(tiny_unet, sampler, steps):
+    sched = make_schedule("linear", 8)
+    labels = torch.tensor([0, 1, 2, 3, 9])
+    a = generate(tiny_unet, sched, labels, w=1.5, sampler=sampler, steps=steps, seed=3, batch_size=2, progress=False)
+    b = generate(tiny_unet, sched, labels, w=1.5, sampler=sampler, steps=steps, seed=3, batch_size=2, progress=False)
+    c = generate(tiny_unet, sched, labels, w=1.5, sampler=sampler, steps=steps, seed=4, batch_size=2, progress=False)
+    assert a.shape == (5, 1, 28, 28) and a.dtype == torch.float32
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)          # the seed does matter
+
+
+def test_ddim_eta0_is_deterministic_given_x_T():
+    sched = make_schedule("linear", 100)
+    model = GaussianOptimalEps(sched)
+    g = torch.Generator().manual_seed(7)
+    x = ddim_sample(model, sched, toy_labels(64), steps=10, eta=0.0, generator=g, shape=TOY_SHAPE)
+    # the generator was used exactly once, for x_T: no other randomness entered
+    g_ref = torch.Generator().manual_seed(7)
+    torch.randn((64, *TOY_SHAPE), generator=g_ref)
+    assert torch.equal(g.get_state(), g_ref.get_state())
+    x2 = ddim_sample(model, sched, toy_labels(64), steps=10, eta=0.0,
+                     generator=torch.Generator().manual_seed(7), shape=TOY_SHAPE)
+    assert torch.equal(x, x2)
+
+
+def test_ddim_eta1_all_steps_is_ancestral_sampling():
+    """With steps = T and eta = 1 the DDIM update is the ancestral step (same mean, sigma^2 = beta-tilde)
+    and it draws its noise in the same order, so the two samplers agree path by path."""
+    sched = make_schedule("linear", 50)
+    model = GaussianOptimalEps(sched)
+    y = toy_labels(256)
+    a = ancestral_sample(model, sched, y, generator=torch.Generator().manual_seed(1), shape=TOY_SHAPE)
+    d = ddim_sample(model, sched, y, steps=sched.T, eta=1.0, generator=torch.Generator().manual_seed(1),
+                    shape=TOY_SHAPE, clip_x0=False)
+    assert torch.allclose(a, d, atol=1e-4), (a - d).abs().max()
+    # eta = 0 from the same x_T is a different (deterministic) path
+    d0 = ddim_sample(model, sched, y, steps=sched.T, eta=0.0, generator=torch.Generator().manual_seed(1),
+                     shape=TOY_SHAPE, clip_x0=False)
+    assert not torch.allclose(a, d0, atol=1e-2)
+
+
+# --- correctness on the Gaussian toy -----------------------------------------------------------
+#
+# With the exact noise predictor every step of either sampler is an affine map of x plus Gaussian
+# noise, so the mean and variance of the output can be computed exactly (float64, below) and the
+# samplers' empirical moments must match them to within sampling error. Separately, those exact
+# moments must be close to the data's (mu0, s0^2): how close is the samplers' discretisation error,
+# which is small for ancestral sampling with T steps but sizeable for DDIM with few evenly spaced steps.
+
+def exact_moments(sched, seq, eta=0.0, ancestral=False, mu0=MU0, s0=S0):
+    """Mean and variance of the sampler's output for x_T ~ N(0, 1), following the paper's formulas."""
+    abar, beta = sched.alpha_bars.tolist(), sched.betas.tolist()
+    m, v = 0.0, 1.0
+    for k, i in enumerate(seq):
+        a = abar[i]
+        a_prev = abar[seq[k + 1]] if k + 1 < len(seq) else 1.0
+        vt = a * s0**2 + 1 - a
+        ke, de = (1 - a) ** 0.5 / vt, -((1 - a) * a) ** 0.5 * mu0 / vt       # eps*(x) = ke x + de
+        if ancestral:                          # x' = (x - beta / sqrt(1 - abar) eps) / sqrt(alpha) + sigma z
+            b = beta[i]
+            slope, off = (1 - b / (1 - a) ** 0.5 * ke) / (1 - b) ** 0.5, -b / (1 - a) ** 0.5 * de / (1 - b) ** 0.5
+            sig2 = (1 - a_prev) / (1 - a) * b                                   # beta-tilde (0 at the last step)
+        else:                                  # x' = sqrt(abar') x0_hat + sqrt(1 - abar' - sigma^2) eps + sigma z
+            sig2 = eta**2 * (1 - a_prev) / (1 - a) * (1 - a / a_prev)
+            c0, d0 = (1 - (1 - a) ** 0.5 * ke) / a**0.5, -(1 - a) ** 0.5 * de / a**0.5
+            r = max(1 - a_prev - sig2, 0.0) ** 0.5
+            slope, off = a_prev**0.5 * c0 + r * ke, a_prev**0.5 * d0 + r * de
+        m, v = slope * m + off, slope**2 * v + sig2
+    return m, v
+
+
+def _check_moments(x, mean, var):
+    n = x.numel()
+    m_hat, v_hat = x.double().mean().item(), x.double().var().item()
+    assert abs(m_hat - mean) < 5 * (var / n) ** 0.5, (m_hat, mean)           # 5 standard errors
+    assert abs(v_hat - var) < 5 * var * (2 / (n - 1)) ** 0.5, (v_hat, var)
+
+
+@pytest.mark.parametrize("T", [100, 200])
+def test_ancestral_reproduces_gaussian_data(T):
+    n = 8000
+    sched = make_schedule("linear", T)
+    x = ancestral_sample(GaussianOptimalEps(sched), sched, toy_labels(n), w=0.0,
+                         generator=torch.Generator().manual_seed(0), shape=TOY_SHAPE)
+    assert x.shape == (n, *TOY_SHAPE)
+    mean, var = exact_moments(sched, list(range(T - 1, -1, -1)), ancestral=True)
+    _check_moments(x, mean, var)
+    assert abs(mean - MU0) < 0.05 * S0 and abs(var / S0**2 - 1) < 0.1      # the data, up to discretisation
+
+
+@pytest.mark.parametrize("steps,eta,clip", [(50, 0.0, True), (20, 0.0, False), (50, 1.0, False)])
+def test_ddim_reproduces_gaussian_data(steps, eta, clip):
+    n = 8000
+    sched = make_schedule("linear", 1000)
+    x = ddim_sample(GaussianOptimalEps(sched), sched, toy_labels(n), w=0.0, steps=steps, eta=eta,
+                    generator=torch.Generator().manual_seed(0), shape=TOY_SHAPE, clip_x0=clip)
+    mean, var = exact_moments(sched, ddim_timesteps(1000, steps).tolist(), eta)
+    _check_moments(x, mean, var)
+    assert abs(mean - MU0) < 0.01 * S0                  # the mean is right even with few steps...
+    assert 0.3 < var / S0**2 < 1                        # ...the spread is too small: few big steps shrink it
+
+
+def test_ddim_variance_error_shrinks_with_more_steps():
+    sched = make_schedule("linear", 1000)
+    exact = [exact_moments(sched, ddim_timesteps(1000, s).tolist()) for s in (10, 20, 50, 100, 1000)]
+    ratios = [v / S0**2 for _, v in exact]
+    assert all(a < b for a, b in zip(ratios, ratios[1:])), ratios
+    n = 8000
+    x = ddim_sample(GaussianOptimalEps(sched), sched, toy_labels(n), steps=1000,
+                    generator=torch.Generator().manual_seed(0), shape=TOY_SHAPE)
+    _check_moments(x, *exact[-1])
+    assert abs(ratios[-1] - 1) < 0.03                   # all 1000 steps: the data's variance
+
+
+def test_guidance_with_a_label_blind_model_changes_nothing():
+    # eq 6 with eps_c == eps_u is eps for every w: a label-blind model must give the same samples
+    sched = make_schedule("linear", 50)
+    model = GaussianOptimalEps(sched)
+    y = toy_labels(32)
+    a = ddim_sample(model, sched, y, w=0.0, steps=10, generator=torch.Generator().manual_seed(2), shape=TOY_SHAPE)
+    b = ddim_sample(model, sched, y, w=3.0, steps=10, generator=torch.Generator().manual_seed(2), shape=TOY_SHAPE)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_last_ancestral_step_adds_no_noise():
+    T, n = 30, 16
+    sched = make_schedule("linear", T)
+    model = GaussianOptimalEps(sched)
+    g = torch.Generator().manual_seed(5)
+    x, traj = ancestral_sample(model, sched, toy_labels(n), generator=g, shape=TOY_SHAPE, record_every=1)
+    assert [t for t, _ in traj] == list(range(T - 1, -1, -1))
+    assert model.calls == T                                   # one network call per step (w = 0)
+    # T noise draws in all: x_T and one for each of the steps t = T..2; none for the last step
+    g_ref = torch.Generator().manual_seed(5)
+    for _ in range(T):
+        torch.randn((n, *TOY_SHAPE), generator=g_ref)
+    assert torch.equal(g.get_state(), g_ref.get_state())
+    # the output is exactly the mean of the last step, computed from the state before it
+    x1 = traj[-2][1]
+    t0 = torch.zeros(n, dtype=torch.long)
+    assert torch.allclose(x, mu_from_eps(sched, x1, t0, model(x1, t0, None)), atol=1e-6)
+    assert torch.equal(traj[-1][1], x)
+
+
+def test_ddim_trajectory_ends_with_the_output():
+    sched = make_schedule("linear", 100)
+    x, traj = ddim_sample(GaussianOptimalEps(sched), sched, toy_labels(8), steps=10, record_every=3,
+                          generator=torch.Generator().manual_seed(0), shape=TOY_SHAPE)
+    assert traj[-1][0] == -1 and torch.equal(traj[-1][1], x)
+    assert len(traj) == 4                                      # after steps k = 0, 3, 6 and the last, k = 9
+    seq = ddim_timesteps(100, 10).tolist()
+    assert [t for t, _ in traj[:-1]] == [seq[k + 1] for k in (0, 3, 6)]
+
+
+# --- ddim_timesteps ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("T", [2, 3, 7, 10, 100, 1000])
+def test_ddim_timesteps_strictly_decreasing_from_T_minus_1_to_0(T):
+    for steps in sorted(s for s in {2, 3, T // 2, T - 1, T} if 2 <= s <= T):
+        seq = ddim_timesteps(T, steps)
+        assert seq.dtype == torch.long and len(seq) == steps
+        assert seq[0].item() == T - 1 and seq[-1].item() == 0
+        assert bool((seq[1:] < seq[:-1]).all()), seq
+    assert ddim_timesteps(T, T).tolist() == list(range(T - 1, -1, -1))
+
+
+def test_ddim_timesteps_one_step_jumps_from_T_minus_1():
+    assert ddim_timesteps(1000, 1).tolist() == [999]
+    assert ddim_timesteps(1, 1).tolist() == [0]
+
+
+# --- input checking ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def toy():
+    sched = make_schedule("linear", 20)
+    return GaussianOptimalEps(sched), sched
+
+
+def test_bad_sampler_name(toy):
+    model, sched = toy
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        generate(model, sched, [1, 2], w=1.0, sampler="euler", progress=False)
+
+
+@pytest.mark.parametrize("steps", [0, -3, 21])
+def test_bad_step_count(toy, steps):
+    model, sched = toy
+    with pytest.raises(ValueError, match="between 1 and T = 20 steps"):
+        generate(model, sched, [1, 2], w=1.0, sampler="ddim", steps=steps, progress=False)
+    with pytest.raises(ValueError, match="between 1 and T = 20 steps"):
+        ddim_timesteps(20, steps)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
+def test_negative_guidance_weight(toy, sampler):
+    model, sched = toy
+    with pytest.raises(ValueError, match="w must be >= 0"):
+        generate(model, sched, [1, 2], w=-0.5, sampler=sampler, steps=5, progress=False)
+
+
+@pytest.mark.parametrize("labels", [[3, 11], [-1], [10]])
+def test_labels_out_of_range(toy, labels):
+    model, sched = toy
+    with pytest.raises(ValueError, match="label"):
+        generate(model, sched, labels, w=1.0, steps=5, progress=False)
+
+
+def test_null_label_allowed_in_the_samplers(toy):
+    model, sched = toy
+    x = ddim_sample(model, sched, [10, 10], steps=5, generator=torch.Generator().manual_seed(0), shape=TOY_SHAPE)
+    assert x.shape == (2, *TOY_SHAPE)
+    with pytest.raises(ValueError, match="label"):
+        ancestral_sample(model, sched, [12], shape=TOY_SHAPE)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_bad_batch_size(toy, batch_size):
+    model, sched = toy
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        generate(model, sched, [1, 2], w=1.0, steps=5, batch_size=batch_size, progress=False)
+
+
+def test_negative_eta(toy):
+    model, sched = toy
+    with pytest.raises(ValueError, match="eta must be >= 0"):
+        ddim_sample(model, sched, [1], steps=5, eta=-0.1, shape=TOY_SHAPE)

@@ -16,6 +16,7 @@ from ddpm_lite.cli import sample_command
 from ddpm_lite.io import read_json, sha256_file, write_json
 
 run = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/pretrained")
+history = run / "history.txt"                            # optional free-text notes on how the run went
 model_file = run / "model.pt"
 load_model(model_file)                                   # refuses a damaged or foreign file
 target = assets_dir() / "pretrained.pt"
@@ -28,6 +29,7 @@ write_json(results_dir() / "pretrained.json", {
     "what": "the pretrained model shipped in ddpm_lite/assets/pretrained.pt (EMA weights)",
     "file_sha256": sha256_file(target), "size_bytes": target.stat().st_size,
     "training": read_json(run / "train.json"),
+    "history": history.read_text().strip().splitlines() if history.is_file() else [],
     "losses_csv": "results/pretrained_losses.csv",
     "grid": {"png": "results/pretrained_grid.png", "w": grid_json["w"], "sampler": grid_json["sampler"],
              "steps": grid_json["steps"], "seed": grid_json["seed"], "seconds": grid_json["seconds"]},

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test unit nbval export check-export students book execute classifier pretrained clean
+.PHONY: venv demo test unit nbval export check-export students book execute classifier pretrained bench clean
 
 venv: $(STAMP)
 
@@ -64,6 +64,10 @@ execute: venv
 pretrained: venv
 	$(BIN)/ddpm-lite train --preset quick --name pretrained iterations=5000 ema_decay=0.999 checkpoint_every=500
 	$(BIN)/python scripts/package_pretrained.py runs/pretrained
+
+# Speed: every figure side by side with its baseline, as a ratio; writes results/bench.json.
+bench: venv
+	$(BIN)/python scripts/bench.py
 
 clean:
 	rm -rf _build .pytest_cache

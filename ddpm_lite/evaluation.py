@@ -1,0 +1,276 @@
+"""Evaluating a sample file: FID, Inception Score and conditional accuracy, written to JSON.
+
+Plumbing module (hand-written). The metrics themselves are chapter 7's (`ddpm_lite.metrics`,
+`ddpm_lite.inception`); this module checks the input, runs them and records the result.
+
+    evaluate_path("runs/quick/samples/ddim50_w2_n10000_seed0.npz")   # -> dict, and <name>.eval.json
+    reference_rows()                                                  # -> dict, and results/reference.json
+
+A sample file is an `.npz` with `images` (uint8 [N, 28, 28] or [N, 1, 28, 28]) and `labels`
+(integers 0..9, one per image), as `ddpm-lite sample` writes it. Everything about the file is
+checked before the slow part (about 22 minutes of Inception per 10,000 images on a 2-core CPU).
+"""
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .io import provenance, sha256_file, write_json
+
+__all__ = ["load_samples", "find_sample_file", "evaluate_arrays", "evaluate_path", "format_summary",
+           "reference_rows", "IS_SPLITS", "FID_REFERENCE"]
+
+IS_SPLITS = 10
+FID_REFERENCE = "MNIST test set (10,000 images)"
+_HINT = ("A sample file holds `images` (uint8, 0..255, shape [N, 28, 28] or [N, 1, 28, 28]) and "
+         "`labels` (integers 0..9, one per image); `ddpm-lite sample` writes such files.")
+
+
+def find_sample_file(path) -> Path:
+    """`path` itself when it is a file; for a folder, the newest `*.npz` anywhere under it."""
+    path = Path(path)
+    if path.is_dir():
+        found = [p for p in path.rglob("*.npz") if p.is_file()]
+        if not found:
+            raise DataError(f"no .npz sample file under {path}. Draw samples first "
+                            "(`ddpm-lite sample RUN_DIR --n 10000`) or pass a file.")
+        return max(found, key=lambda p: p.stat().st_mtime)
+    if not path.is_file():
+        raise DataError(f"no such file or folder: {path}.")
+    return path
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of an .npz file, read without unpickling anything."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} is not an .npz file ({type(e).__name__}: {str(e)[:100]}). " + _HINT) from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} holds a single NumPy array, not an .npz sample file. " + _HINT)
+    try:
+        with z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:  # an object array inside: loading it would unpickle
+        raise DataError(f"{path} holds Python objects (pickled arrays), which are not loaded. " + _HINT) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} is a damaged .npz file ({type(e).__name__}: {str(e)[:100]}). " + _HINT) from None
+
+
+def load_samples(path) -> tuple[np.ndarray, np.ndarray, Path]:
+    """Read and check a sample file (or the newest one in a folder): (uint8 [N, 28, 28], int64 [N], file).
+
+    Every problem is a DataError that names it; nothing slow runs before this passes.
+    """
+    path = find_sample_file(path)
+    arrays = _read_npz(path)
+    missing = [k for k in ("images", "labels") if k not in arrays]
+    if missing:
+        what = "no labels (conditional accuracy needs the requested class of each image)" \
+            if missing == ["labels"] else f"no {' and no '.join(repr(k) for k in missing)} array"
+        raise DataError(f"{path} has {what}; it holds {sorted(arrays) or 'nothing'}. " + _HINT)
+    images, labels = arrays["images"], arrays["labels"]
+
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"{path}: `images` has shape {images.shape}; expected [N, 28, 28] or "
+                        "[N, 1, 28, 28] (MNIST-sized grey images).")
+    if images.dtype != np.uint8:
+        if images.dtype.kind not in "iu":
+            raise DataError(f"{path}: `images` has dtype {images.dtype}; expected uint8 0..255. Convert "
+                            "model outputs x in [-1, 1] with round((clamp(x, -1, 1) + 1) / 2 * 255).")
+        if images.size and (images.min() < 0 or images.max() > 255):
+            raise DataError(f"{path}: `images` values run from {images.min()} to {images.max()}; "
+                            "pixel values must lie in 0..255.")
+        images = images.astype(np.uint8)
+
+    if labels.ndim != 1:
+        raise DataError(f"{path}: `labels` has shape {labels.shape}; expected one label per image, [N].")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: `labels` has dtype {labels.dtype}; expected integers 0..9.")
+    if len(labels) != len(images):
+        raise DataError(f"{path}: {len(labels)} labels for {len(images)} images; "
+                        "every image needs exactly one label.")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        bad = labels[(labels < 0) | (labels > 9)]
+        raise DataError(f"{path}: {len(bad)} label(s) outside 0..9 (e.g. {bad[0]}); MNIST classes are 0..9.")
+    if len(images) < 2:
+        raise DataError(f"{path} holds {len(images)} image(s); FID and IS need at least 2 "
+                        "(the book's protocol uses 10,000).")
+    return np.ascontiguousarray(images), labels.astype(np.int64), path
+
+
+def _metrics(images: np.ndarray, labels: np.ndarray, device, progress: bool) -> dict:
+    """The slow part: Inception features (FID), classifier probabilities (IS, conditional accuracy)."""
+    import torch
+    from . import inception
+    from .device import pick_device
+    from .metrics import class_probabilities, classifier_path, conditional_accuracy, inception_score, \
+        load_classifier
+    dev = pick_device(device)
+    classifier = load_classifier(dev)           # fails fast (before Inception) if the weights are missing
+    net = inception.fid_network(dev)
+    ref = inception.reference_statistics("test", net, progress=progress)
+    gen = inception.activation_statistics(torch.from_numpy(images), net, progress=progress)
+    probs = class_probabilities(classifier, images)
+    splits = min(IS_SPLITS, len(images))
+    is_mean, is_std = inception_score(probs, splits)
+    return {
+        "fid": {"value": inception.frechet_distance(gen, ref), "reference": FID_REFERENCE,
+                "features": "pytorch-fid Inception-v3 pool3 (2048 dims)",
+                "weights_sha256": net.weights_sha256},
+        "inception_score": {"mean": is_mean, "std": is_std, "splits": splits, "shuffle_seed": 0,
+                            "classifier": "ddpm_lite/assets/mnist_classifier.pt",
+                            "classifier_sha256": sha256_file(classifier_path())},
+        "conditional_accuracy": conditional_accuracy(probs, labels),
+        "device": str(dev),
+    }
+
+
+def evaluate_arrays(images: np.ndarray, labels: np.ndarray, device="auto", progress: bool = True) -> dict:
+    """FID (vs the MNIST test set), IS (10 splits) and conditional accuracy of checked arrays."""
+    t0 = time.time()
+    out = _metrics(images, labels, device, progress)
+    out["n"] = int(len(images))
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def _sample_info(npz: Path) -> dict | None:
+    """The `.json` that `ddpm-lite sample` writes beside its `.npz` (model, w, seed, ...), when it matches."""
+    side = npz.with_suffix(".json")
+    try:
+        info = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("samples_sha256") not in (None, sha256_file(npz)):
+        return None
+    return {k: v for k, v in info.items() if k != "provenance"}
+
+
+def evaluate_path(path, out_json=None, device="auto", progress: bool = True) -> dict:
+    """Evaluate a sample `.npz` (or the newest one under a run folder) and write `<name>.eval.json`.
+
+    Returns the dict that is written: FID vs the MNIST test set (pool3, 2048 dims), IS with 10
+    splits (mean, std), conditional accuracy (overall and per class), n, the input's sha256 and
+    provenance. Every input problem raises DataError before any slow work starts.
+    """
+    images, labels, npz = load_samples(path)
+    from .device import pick_device
+    dev = pick_device(device)                  # a bad device name fails here, also before the slow part
+    result = {"what": "evaluation of a sample file (FID, Inception Score, conditional accuracy)",
+              "input": {"path": str(npz), "sha256": sha256_file(npz), "n": int(len(images)),
+                        "count_per_class": np.bincount(labels, minlength=10).tolist()}}
+    result.update(evaluate_arrays(images, labels, dev, progress))
+    info = _sample_info(npz)
+    if info is not None:
+        result["samples"] = info
+    result["provenance"] = provenance(str(dev))
+    out = Path(out_json) if out_json is not None else npz.with_name(npz.stem + ".eval.json")
+    write_json(out, result)
+    result["written_to"] = str(out)
+    return result
+
+
+def format_summary(result: dict) -> str:
+    """A few lines for the terminal: n, FID, IS, conditional accuracy (overall and per class)."""
+    acc = result["conditional_accuracy"]
+    per = "  ".join(f"{c}:{a:.3f}" if a is not None else f"{c}:-" for c, a in enumerate(acc["per_class"]))
+    lines = [f"file:      {result['input']['path']}" if "input" in result else None,
+             f"n:         {result['n']}",
+             f"FID:       {result['fid']['value']:.2f}   (vs {result['fid']['reference']}; "
+             "compare only with FIDs at the same n)",
+             f"IS:        {result['inception_score']['mean']:.3f} +/- {result['inception_score']['std']:.3f}"
+             f"   ({result['inception_score']['splits']} splits, MNIST classifier)",
+             f"cond. acc: {acc['overall']:.4f}",
+             f"per class: {per}",
+             f"written:   {result['written_to']}" if "written_to" in result else None]
+    return "\n".join(line for line in lines if line)
+
+
+def reference_rows(out_json=None, device="auto", progress: bool = True,
+                   fid_sizes=(10_000, 5_000, 2_000, 1_000)) -> dict:
+    """The real-data rows that no generator should beat, written to `results/reference.json`.
+
+    - FID of the MNIST 'valid' split (last 10,000 training images) against the 10,000 test
+      images, and the same with the first n images of each for smaller n (FID depends on n);
+    - IS (10 splits) and classifier accuracy of the test set, with per-class accuracy.
+    The test and valid features are cached, so a second call takes seconds.
+    """
+    import torch
+    from . import inception
+    from .book import results_dir
+    from .data import load_mnist
+    from .device import pick_device
+    from .metrics import (class_probabilities, classifier_accuracy, classifier_path,
+                          conditional_accuracy, inception_score, load_classifier)
+    t0 = time.time()
+    dev = pick_device(device)
+    test_x, test_y = load_mnist("test")
+    valid_x, _ = load_mnist("valid")
+    classifier = load_classifier(dev)
+    net = inception.fid_network(dev)
+    f_test = inception.cached_features(test_x, net, progress=progress, desc="Inception pool3 (MNIST test)")
+    f_valid = inception.cached_features(valid_x, net, progress=progress, desc="Inception pool3 (MNIST valid)")
+    fid_by_n = []
+    for n in fid_sizes:
+        n = min(n, len(f_test), len(f_valid))
+        fid_by_n.append({"n": n, "fid": inception.frechet_distance(
+            inception.statistics_from_features(f_valid[:n]), inception.statistics_from_features(f_test[:n]))})
+    probs = class_probabilities(classifier, test_x)
+    is_mean, is_std = inception_score(probs, IS_SPLITS)
+    result = {
+        "what": "reference rows: real MNIST images scored with the book's evaluation protocol",
+        "fid_valid_vs_test": {"value": fid_by_n[0]["fid"], "n": fid_by_n[0]["n"],
+                              "images": "MNIST valid split (training images 50,000-59,999)",
+                              "reference": FID_REFERENCE,
+                              "features": "pytorch-fid Inception-v3 pool3 (2048 dims)",
+                              "weights_sha256": net.weights_sha256},
+        "fid_by_n": fid_by_n,
+        "fid_by_n_note": "first n images of the valid split against the first n test images",
+        "inception_score_test": {"mean": is_mean, "std": is_std, "splits": IS_SPLITS, "shuffle_seed": 0,
+                                 "n": int(len(test_x))},
+        "classifier_accuracy_test": classifier_accuracy(classifier, test_x, test_y),
+        "conditional_accuracy_test": conditional_accuracy(probs, test_y.numpy()),
+        "classifier": {"file": "ddpm_lite/assets/mnist_classifier.pt", "sha256": sha256_file(classifier_path())},
+        "data": {"test_sha256": inception.images_digest(test_x), "valid_sha256": inception.images_digest(valid_x)},
+        "seconds": round(time.time() - t0, 1),
+        "provenance": provenance(str(dev), torch_threads=torch.get_num_threads()),
+    }
+    write_json(out_json if out_json is not None else results_dir() / "reference.json", result)
+    return result
+
+
+def _main(argv=None) -> int:
+    """`python -m ddpm_lite.evaluation reference` or `python -m ddpm_lite.evaluation PATH [--out FILE]`."""
+    import argparse
+    import sys
+    from .errors import DDPMLiteError
+    p = argparse.ArgumentParser(prog="python -m ddpm_lite.evaluation",
+                                description="Evaluate a sample file, or compute the reference rows.")
+    p.add_argument("path", help="a sample .npz, a run folder, or the word 'reference'")
+    p.add_argument("--out", default=None, help="JSON file to write")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    try:
+        if args.path == "reference":
+            r = reference_rows(args.out, args.device)
+            print(f"FID(valid vs test, n={r['fid_valid_vs_test']['n']}) = {r['fid_valid_vs_test']['value']:.3f}; "
+                  f"IS(test) = {r['inception_score_test']['mean']:.3f} +/- {r['inception_score_test']['std']:.3f}; "
+                  f"classifier accuracy = {r['classifier_accuracy_test']:.4f}")
+        else:
+            print(format_summary(evaluate_path(args.path, args.out, args.device)))
+    except DDPMLiteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

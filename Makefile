@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test unit nbval export check-export students book execute classifier pretrained bench clean
+.PHONY: venv demo test unit nbval export check-export students book execute classifier pretrained bench reference clean
 
 venv: $(STAMP)
 
@@ -64,6 +64,10 @@ execute: venv
 pretrained: venv
 	$(BIN)/ddpm-lite train --preset quick --name pretrained iterations=5000 ema_decay=0.999 checkpoint_every=500
 	$(BIN)/python scripts/package_pretrained.py runs/pretrained
+
+# The real-data reference rows of chapter 7 (about 45 minutes of Inception on a 2-core CPU, then cached).
+reference: venv
+	$(BIN)/python -m ddpm_lite.evaluation reference
 
 # Speed: every figure side by side with its baseline, as a ratio; writes results/bench.json.
 bench: venv

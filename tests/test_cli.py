@@ -22,13 +22,18 @@ def cli(*args, **kw):
     return [sys.executable, "-m", "ddpm_lite", *args]
 
 
+# Bit-identical comparisons run every process on one thread: a multi-threaded CPU convolution may
+# sum its partial gradients in a different order on a busy machine, which changes the last bits.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def run(*args, timeout=120):
-    return subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, env=ONE_THREAD)
 
 
 def start_train(run_dir):
     return subprocess.Popen(cli("train", "--preset", "quick", "--run-dir", str(run_dir), "--no-progress", *TINY),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
 
 
 def wait_for_checkpoint(proc, run_dir, newer_than=0, limit=60):
@@ -42,7 +47,12 @@ def wait_for_checkpoint(proc, run_dir, newer_than=0, limit=60):
 
 def reference_losses(tmp_path):
     cfg = get_config("quick", **parse_overrides(TINY))
-    return train(cfg, tmp_path / "reference", device="cpu", progress=False).losses
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(cfg, tmp_path / "reference", device="cpu", progress=False).losses
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.slow

@@ -14,6 +14,8 @@ from ddpm_lite.checkpoint import load_checkpoint, load_model, step_checkpoints
 from ddpm_lite.config import get_config, parse_overrides
 from ddpm_lite.training import train
 
+from conftest import one_torch_thread
+
 TINY = ["channels=8,8,8", "time_dim=16", "batch_size=8", "iterations=40", "checkpoint_every=4", "T=50",
         "sample_steps=5"]
 
@@ -47,12 +49,8 @@ def wait_for_checkpoint(proc, run_dir, newer_than=0, limit=60):
 
 def reference_losses(tmp_path):
     cfg = get_config("quick", **parse_overrides(TINY))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         return train(cfg, tmp_path / "reference", device="cpu", progress=False).losses
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.slow

@@ -34,13 +34,7 @@ def toy_labels(n):
     return torch.zeros(n, dtype=torch.long)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "These tests run thousands of tiny tensor ops, where a second thread only adds synchronisation cost."
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.py
 
 
 @pytest.fixture(scope="module")

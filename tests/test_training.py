@@ -20,13 +20,7 @@ def tiny_cfg(**overrides):
     return get_config("quick", **{**base, **overrides})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    "Tiny models run fastest on one thread, and the CPU is shared."
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.py
 
 
 @pytest.fixture(scope="module")

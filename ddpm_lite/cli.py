@@ -11,6 +11,7 @@ starting with `error:` (exit status 2), never as a traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from pathlib import Path
@@ -63,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train_command(preset: str, run_dir: Path, overrides: dict, device="auto", progress=True) -> Path:
     """Train (or resume) a run; write model.pt, losses.csv and train.json into run_dir."""
-    import torch
     from .checkpoint import save_model_file
     from .config import get_config
     from .device import pick_device
@@ -87,7 +87,6 @@ def train_command(preset: str, run_dir: Path, overrides: dict, device="auto", pr
         "steps": state.step, "final_loss_mean_last_100": sum(state.losses[-100:]) / max(1, len(state.losses[-100:])),
         "seconds_this_call": round(seconds, 1), "provenance": provenance(str(dev))})
     print(f"model: {model_path}")
-    del torch
     return model_path
 
 
@@ -151,8 +150,7 @@ def sample_command(model: str, n=100, labels="0-9", w=None, sampler=None, steps=
             run_dir = DEFAULT_RUNS / "pretrained"
         out = run_dir / "samples" / f"{cfg.sampler}{steps_used}_w{cfg.w:g}_n{n}_seed{seed}.npz"
     out = Path(out).with_suffix(".npz")
-    import io as _io
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     np.savez_compressed(buf, images=images, labels=y.numpy().astype(np.int64))
     atomic_write_bytes(out, buf.getvalue())
     grid = save_grid(images, y.numpy(), out.with_suffix(".png"))

@@ -136,8 +136,8 @@ def sample_command(model: str, n=100, labels="0-9", w=None, sampler=None, steps=
     net, cfg = load_model(path, dev)
     overrides = {k: v for k, v in dict(w=w, sampler=sampler, sample_steps=steps).items() if v is not None}
     cfg = cfg.replace(**overrides)                   # validates w, 1 <= steps <= T, sampler name
-    y = torch.tensor(digits).repeat_interleave(-(-n // len(digits)))[:n] if n >= len(digits) \
-        else torch.tensor(digits[:n])
+    # each label ceil(n / len(digits)) times, in label order, cut to n (n < len(digits): the first n labels)
+    y = torch.tensor(digits).repeat_interleave(-(-n // len(digits)))[:n]
     sched = make_schedule(cfg.schedule, cfg.T)
     steps_used = cfg.sample_steps if cfg.sampler == "ddim" else cfg.T
     t0 = time.time()

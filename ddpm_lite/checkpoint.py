@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
-from .io import atomic_torch_save
+from .io import atomic_torch_save, remove_stale_temp_files
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "step_checkpoints", "latest_checkpoint",
            "checkpoint_path", "save_model_file", "config_from_checkpoint", "resolve_model_file", "load_model"]
@@ -67,7 +67,12 @@ def step_checkpoints(run_dir) -> list[Path]:
 
 
 def latest_checkpoint(run_dir) -> tuple[Path, dict] | None:
-    """The newest checkpoint of a run that loads, falling back past damaged ones (with a warning)."""
+    """The newest checkpoint of a run that loads, falling back past damaged ones (with a warning).
+
+    Called when a run resumes, so it also clears temporary files left by a killed writer.
+    """
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        remove_stale_temp_files(folder)
     for path in reversed(step_checkpoints(run_dir)):
         try:
             return path, load_checkpoint(path)

@@ -9,6 +9,7 @@ work starts, and every error names the field and the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 
 from .errors import ConfigError
@@ -137,15 +138,17 @@ def _coerce(name: str, value, default):
             raise ValueError
         if isinstance(default, int):
             f = float(s)
-            if f != int(f):
+            if not math.isfinite(f) or f != int(f):
                 raise ValueError
             return int(f)
         if isinstance(default, float):
-            return float(s)
+            if not math.isfinite(f := float(s)):
+                raise ValueError
+            return f
         if isinstance(default, tuple):
             return tuple(int(c) for c in s.strip("()[]").split(",") if c.strip())
     except ValueError:
-        kind = {bool: "true or false", int: "an integer", float: "a number",
+        kind = {bool: "true or false", int: "an integer", float: "a finite number",
                 tuple: "comma-separated integers"}[type(default)]
         raise ConfigError(f"config field {name!r} = {value!r} is invalid: must be {kind}.") from None
     return s

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import DDPMLiteError
 
-__all__ = ["atomic_write_bytes", "atomic_torch_save", "write_json", "read_json", "sha256_file",
+__all__ = ["atomic_write_bytes", "atomic_torch_save", "remove_stale_temp_files", "write_json", "read_json", "sha256_file",
            "provenance", "git_commit"]
 
 
@@ -46,6 +46,19 @@ def atomic_write_bytes(path, data: bytes) -> Path:
         raise DDPMLiteError(f"could not write {path}: {e.strerror}. Nothing was replaced; "
                             "free some disk space or choose another output folder.") from None
     return path
+
+
+def remove_stale_temp_files(folder) -> list[Path]:
+    """Delete the temporary files that a writer killed mid-write (SIGKILL, power loss) left in `folder`.
+
+    Call it only when no other process writes there, e.g. when a run resumes. The real files
+    are never touched: a temporary name is renamed over them only once it is complete.
+    """
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_torch_save(obj, path) -> Path:

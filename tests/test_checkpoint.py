@@ -109,3 +109,15 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(DDPMLiteError, match="cannot write to folder"):
         ddpm_io.write_json(blocker / "sub" / "x.json", {})
+
+
+def test_resuming_clears_temporaries_left_by_a_killed_writer(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    save_checkpoint(ckpts / "step_00000010.pt", step=10)
+    stale = [ckpts / ".step_00000020.pt.x2839hsh.tmp", tmp_path / ".model.pt.abc123.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    (tmp_path / "notes.tmp").write_text("not ours")        # only our own hidden temporaries go
+    path, ckpt = latest_checkpoint(tmp_path)
+    assert path.name == "step_00000010.pt" and ckpt["step"] == 10
+    assert not any(p.exists() for p in stale) and (tmp_path / "notes.tmp").exists()

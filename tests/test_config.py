@@ -1,6 +1,6 @@
 """Config presets, overrides and validation: every bad value is caught before work starts, by name."""
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from ddpm_lite.config import PRESETS, Config, get_config, parse_overrides
 from ddpm_lite.errors import ConfigError
@@ -67,6 +67,9 @@ def test_config_is_immutable_and_validated_directly():
                               "seed", "grad_clip", "time_dim", "checkpoint_every"]),
        value=st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
                        st.text(max_size=8), st.booleans()))
+@example(field="T", value="INF")                 # once raised OverflowError from int(float("inf"))
+@example(field="lr", value="nan")
+@example(field="batch_size", value=float("inf"))
 def test_any_value_is_accepted_or_rejected_with_a_config_error(field, value):
     """Property: no input makes get_config fail with anything but a ConfigError naming the field."""
     try:

@@ -29,6 +29,9 @@ class Config:
     T: int = 1000                        # number of diffusion steps
     # --- guidance (chapter 4)
     p_uncond: float = 0.1                # probability of dropping a sample's label in training
+    label_drop: str = "per_sample"       # "per_batch" drops whole batches at once (a defect, chapter 10)
+    null_at_sampling: str = "learned"    # "omitted": zero label embedding when sampling unconditionally
+                                         #   (a defect of the paper's code, chapter 10)
     w: float = 2.0                       # guidance weight at sampling time (eq 6)
     # --- training (chapter 5)
     loss: str = "l2"                     # "l1" (the paper's) or "l2" (Ho et al.)
@@ -58,7 +61,8 @@ class Config:
 
 
 _CHOICES = {"model": ("paper", "improved"), "schedule": ("linear", "cosine"), "loss": ("l1", "l2"),
-            "optimizer": ("adam", "adamw"), "sampler": ("ancestral", "ddim")}
+            "optimizer": ("adam", "adamw"), "sampler": ("ancestral", "ddim"),
+            "label_drop": ("per_sample", "per_batch"), "null_at_sampling": ("learned", "omitted")}
 
 
 def _check(ok: bool, name: str, value, rule: str):

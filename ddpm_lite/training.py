@@ -62,6 +62,8 @@ def draw_batch(cfg: Config, step: int, images: torch.Tensor, labels: torch.Tenso
     eps = torch.randn((B, *images.shape[1:]), generator=g)
     # c <- null label with probability p_uncond, per sample, not per batch (chapter 4)
     drop = torch.rand(B, generator=g) < cfg.p_uncond
+    if cfg.label_drop == "per_batch":   # the paper's code: one draw decides for the whole batch (chapter 10)
+        drop = drop[:1].expand(B)
     y = torch.where(drop.to(labels.device), NULL_LABEL, labels[idx])
     part = slice(rank * B // world_size, (rank + 1) * B // world_size)   # this rank's shard of the global batch
     dev = images.device

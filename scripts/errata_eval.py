@@ -1,0 +1,160 @@
+"""Measure the evaluation defects of chapter 10 at full scale, and guidance weight against diversity.
+
+    python scripts/errata_eval.py [--stages real,shipped,wsweep] [--n-wsweep 500]
+
+Writes results/errata_eval.json (one section per stage, each with its own provenance) and keeps
+bulky sample sets in runs/errata/ (ignored by git; their sha256 and seed are recorded). Every
+stage is skipped when its section is already in the results file, and Inception features are
+cached by content, so the script resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from ddpm_lite import errata, inception
+from ddpm_lite.book import repo_root, results_dir
+from ddpm_lite.checkpoint import load_model, resolve_model_file
+from ddpm_lite.data import load_mnist, to_float
+from ddpm_lite.forward import make_schedule
+from ddpm_lite.io import atomic_write_bytes, provenance, read_json, sha256_file, write_json
+from ddpm_lite.metrics import conditional_accuracy, inception_score, load_classifier
+from ddpm_lite.sampling import generate
+
+OUT = results_dir() / "errata_eval.json"
+RUNS = repo_root() / "runs" / "errata"
+SAMPLING = dict(sampler="ddim", steps=50, seed=0, batch_size=100)
+
+
+def balanced_labels(n: int) -> torch.Tensor:
+    """n labels, n/10 of each digit, in the order 0..9, 0..9, ..."""
+    return torch.arange(10).repeat(n // 10)
+
+
+def fid_vs_test(images_u8, net) -> float:
+    ref = inception.reference_statistics("test", net)
+    gen = inception.statistics_from_features(inception.cached_features(np.ascontiguousarray(images_u8), net))
+    return inception.frechet_distance(gen, ref)
+
+
+def scores(images_u8, labels, classifier, net=None, stats_mismatch=False) -> dict:
+    """IS (10 splits), conditional accuracy and, when net is given, FID against the test set."""
+    probs = errata.class_probabilities_with(classifier, images_u8, stats_mismatch)
+    is_mean, is_std = inception_score(probs, 10)
+    out = {"inception_score": {"mean": is_mean, "std": is_std, "splits": 10},
+           "conditional_accuracy": conditional_accuracy(probs, np.asarray(labels))["overall"]}
+    if net is not None:
+        out["fid"] = fid_vs_test(images_u8, net)
+    return out
+
+
+def stage_real(classifier, net) -> dict:
+    """The two evaluation defects on real MNIST: FID of the validation split, IS and accuracy of the test split."""
+    valid, _ = load_mnist("valid")
+    test, test_labels = load_mnist("test")
+    clamp = lambda u: errata.to_uint8_clamp01(to_float(u)).squeeze(1).numpy()
+    return {
+        "n": len(test),
+        "images": "FID: MNIST valid split (10,000) against the test set; IS and accuracy: the test set",
+        "protocol": {"fid": fid_vs_test(valid.numpy(), net), **scores(test.numpy(), test_labels, classifier)},
+        "clamp01": {"fid": fid_vs_test(clamp(valid), net), **scores(clamp(test), test_labels, classifier)},
+        "classifier_stats_mismatch": scores(test.numpy(), test_labels, classifier, stats_mismatch=True),
+    }
+
+
+def shipped_samples(n: int, w: float):
+    """n samples of the shipped model as (protocol uint8, clamp01 uint8, labels), cached in runs/errata/."""
+    path = RUNS / f"pretrained_{SAMPLING['sampler']}{SAMPLING['steps']}_w{w:g}_n{n}_seed{SAMPLING['seed']}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return z["images"], z["images_clamp01"], z["labels"], path
+    model, cfg = load_model("pretrained")
+    sched = make_schedule(cfg.schedule, cfg.T)
+    y = balanced_labels(n)
+    with torch.inference_mode():
+        x = generate(model, sched, y, w, **SAMPLING)
+    u = errata.export_images(x).squeeze(1).numpy()
+    uc = errata.export_images(x, clamp01=True).squeeze(1).numpy()
+    import io
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=u, images_clamp01=uc, labels=y.numpy())
+    atomic_write_bytes(path, buf.getvalue())
+    return u, uc, y.numpy(), path
+
+
+def sample_record(path, n, w) -> dict:
+    return {"file": str(path.relative_to(repo_root())), "sha256": sha256_file(path), "n": n, "w": w,
+            "model": "pretrained", "model_sha256": sha256_file(resolve_model_file("pretrained")), **SAMPLING}
+
+
+def stage_shipped(classifier, net) -> dict:
+    """The two evaluation defects on 10,000 samples of the shipped model (its own w and sampler)."""
+    _, cfg = load_model("pretrained")
+    u, uc, labels, path = shipped_samples(10_000, cfg.w)
+    return {
+        "samples": sample_record(path, 10_000, cfg.w),
+        "protocol": scores(u, labels, classifier, net),
+        "clamp01": scores(uc, labels, classifier, net),
+        "classifier_stats_mismatch": scores(u, labels, classifier, stats_mismatch=True),
+    }
+
+
+def spread(images_u8, labels, classifier) -> dict:
+    return {"pixels": errata.within_class_spread(to_float(torch.as_tensor(images_u8)).numpy(), labels),
+            "classifier_features": errata.within_class_spread(
+                errata.classifier_features(classifier, images_u8), labels)}
+
+
+def stage_wsweep(classifier, net, n: int, ws=(0.0, 0.5, 1.0, 2.0, 4.0)) -> dict:
+    """Guidance weight against quality and within-class diversity, shipped model, n images per w."""
+    test, test_labels = load_mnist("test")
+    keep = np.concatenate([np.flatnonzero(test_labels.numpy() == c)[: n // 10] for c in range(10)])
+    valid, _ = load_mnist("valid")
+    rows = []
+    for w in ws:
+        u, _, labels, path = shipped_samples(n, w)
+        rows.append({"w": w, "samples": sample_record(path, n, w), **scores(u, labels, classifier, net),
+                     "spread": spread(u, labels, classifier)})
+        print(f"w={w:g}: {rows[-1]['spread']}  IS {rows[-1]['inception_score']['mean']:.3f}  FID {rows[-1]['fid']:.2f}")
+    real = {"images": f"MNIST test, first {n // 10} of each digit", "spread": spread(test[keep].numpy(),
+            test_labels[keep].numpy(), classifier),
+            "fid_same_n": {"value": fid_vs_test(valid[:n].numpy(), net),
+                           "images": f"first {n} images of the MNIST valid split against the test set"}}
+    return {"n": n, "rows": rows, "real": real,
+            "spread_definition": "mean over digits of tr Cov(features | digit): pixels in [-1, 1], or the "
+                                 "classifier's 128 penultimate activations"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stages", default="real,shipped,wsweep")
+    ap.add_argument("--n-wsweep", type=int, default=500)
+    args = ap.parse_args(argv)
+    classifier, net = load_classifier(), inception.fid_network("cpu")
+    results = read_json(OUT) if OUT.is_file() else {"what": "chapter 10: evaluation defects and w vs diversity"}
+    for stage in args.stages.split(","):
+        if stage in results:
+            print(f"{stage}: already in {OUT.name}, skipped")
+            continue
+        t0 = time.time()
+        if stage == "real":
+            section = stage_real(classifier, net)
+        elif stage == "shipped":
+            section = stage_shipped(classifier, net)
+        elif stage == "wsweep":
+            section = stage_wsweep(classifier, net, args.n_wsweep)
+        else:
+            raise SystemExit(f"unknown stage {stage!r}; use real, shipped or wsweep")
+        section["seconds"] = round(time.time() - t0, 1)
+        section["provenance"] = provenance("cpu")
+        results[stage] = section
+        write_json(OUT, results)
+        print(f"{stage}: done in {section['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

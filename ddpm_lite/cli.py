@@ -66,27 +66,36 @@ def train_command(preset: str, run_dir: Path, overrides: dict, device="auto", pr
     """Train (or resume) a run; write model.pt, losses.csv and train.json into run_dir."""
     from .checkpoint import save_model_file
     from .config import get_config
-    from .device import pick_device
+    from .distributed import barrier, init_from_env, shutdown
     from .io import atomic_write_bytes, provenance, write_json
     from .training import train
     cfg = get_config(preset, **overrides)            # validated before any work starts
-    dev = pick_device(device)
-    print(f"training preset '{preset}' on {dev} into {run_dir}")
+    ctx = init_from_env(device, cfg.batch_size)      # one process, or this rank's share of a torchrun job
+    dev = ctx.device
+    if ctx.is_main:
+        print(f"training preset '{preset}' on {dev} into {run_dir}"
+              + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
     t0 = time.time()
     try:
         state = train(cfg, run_dir, device=dev, progress=progress)
     except KeyboardInterrupt as e:
-        print(f"\ninterrupted: {e or 'stopped'}. Run the same command again to resume.", file=sys.stderr)
+        if ctx.is_main:
+            print(f"\ninterrupted: {e or 'stopped'}. Run the same command again to resume.", file=sys.stderr)
         raise SystemExit(130)
     seconds = time.time() - t0
-    model_path = save_model_file(run_dir / "model.pt", cfg, state.ema.model.state_dict(), state.step)
-    csv = "step,loss\n" + "".join(f"{i + 1},{v:.6f}\n" for i, v in enumerate(state.losses))
-    atomic_write_bytes(run_dir / "losses.csv", csv.encode())
-    write_json(run_dir / "train.json", {
-        "preset": preset, "overrides": {k: str(v) for k, v in overrides.items()}, "config": cfg.to_dict(),
-        "steps": state.step, "final_loss_mean_last_100": sum(state.losses[-100:]) / max(1, len(state.losses[-100:])),
-        "seconds_this_call": round(seconds, 1), "provenance": provenance(str(dev))})
-    print(f"model: {model_path}")
+    model_path = run_dir / "model.pt"
+    if ctx.is_main:                                  # every rank holds the same weights; rank 0 writes them
+        save_model_file(model_path, cfg, state.ema.model.state_dict(), state.step)
+        csv = "step,loss\n" + "".join(f"{i + 1},{v:.6f}\n" for i, v in enumerate(state.losses))
+        atomic_write_bytes(run_dir / "losses.csv", csv.encode())
+        write_json(run_dir / "train.json", {
+            "preset": preset, "overrides": {k: str(v) for k, v in overrides.items()}, "config": cfg.to_dict(),
+            "steps": state.step, "final_loss_mean_last_100": sum(state.losses[-100:]) / max(1, len(state.losses[-100:])),
+            "seconds_this_call": round(seconds, 1), "provenance": provenance(str(dev)),
+            **({"processes": ctx.world_size} if ctx.enabled else {})})
+        print(f"model: {model_path}")
+    barrier(ctx)                                     # the other ranks leave only once the run is written
+    shutdown(ctx)
     return model_path
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from .checkpoint import checkpoint_path, latest_checkpoint, save_checkpoint, step_checkpoints
 from .config import Config
 from .device import pick_device
+from . import distributed
 from .errors import CheckpointError, TrainingDiverged
 from .forward import make_schedule, q_sample
 from .guidance import NULL_LABEL
@@ -220,43 +221,53 @@ def train(cfg: Config, run_dir=None, device="auto", data=None, progress: bool = 
     infinite loss raises TrainingDiverged and keeps the last good checkpoint.
     `data` is (float images [N, 1, 28, 28] in [-1, 1], labels [N]); MNIST's training set by default.
     `stop_after` ends the call after that many steps of this call (the run can be resumed later).
+    Started by torchrun, each process trains on its shard of every batch (ddpm_lite.distributed).
     Defined in chapter 5 (training).
     """
     from tqdm.auto import tqdm
     from ddpm_lite.data import load_mnist_float
-    device = pick_device(device)
+    ctx = distributed.init_from_env(device, cfg.batch_size)   # one process unless started by torchrun
+    device = ctx.device
     images, labels = data if data is not None else load_mnist_float("train")
     images, labels = images.to(device), labels.to(device)
     sched = make_schedule(cfg.schedule, cfg.T)
     state = new_state(cfg, device)
     if run_dir is not None:
         run_dir = Path(run_dir)
-        write_json(run_dir / "config.json", cfg.to_dict())
-        if (found := latest_checkpoint(run_dir)) is not None:
+        if ctx.is_main:                                          # rank 0 alone writes files
+            write_json(run_dir / "config.json", cfg.to_dict())
+        if (found := distributed.newest_checkpoint(run_dir, ctx)) is not None:
             restore(state, found[1], cfg, found[0])
     end = cfg.iterations if stop_after is None else min(cfg.iterations, state.step + stop_after)
-    save = lambda: save_checkpoint(checkpoint_path(run_dir, state.step), **state_dict(state, cfg))
-    bar = tqdm(total=cfg.iterations, initial=state.step, disable=not progress, desc="train", unit="it")
+    def save():
+        if ctx.is_main:
+            save_checkpoint(checkpoint_path(run_dir, state.step), **state_dict(state, cfg))
+            for old in step_checkpoints(run_dir)[:-keep]:
+                old.unlink(missing_ok=True)
+        distributed.barrier(ctx)                                 # the others wait until the file is whole
+    bar = tqdm(total=cfg.iterations, initial=state.step, disable=not (progress and ctx.is_main),
+               desc="train", unit="it")
     state.model.train()
+    model = distributed.wrap_model(state.model, ctx)            # several processes: DDP averages the gradients
     pending = []
     with _StopFlag() as stop:
         # repeat ... until `end`   (Algorithm 1, lines 1 and 9)
         while state.step < end:
-            batch = draw_batch(cfg, state.step, images, labels)
-            pending.append(train_step(state.model, state.opt, sched, batch, cfg))
+            batch = draw_batch(cfg, state.step, images, labels, ctx.rank, ctx.world_size)
+            # the loss of the global batch: the mean of the ranks' shard losses
+            pending.append(distributed.all_reduce_mean(train_step(model, state.opt, sched, batch, cfg), ctx))
             state.ema.update(state.model, state.step)
             state.step += 1
             bar.update(1)
+            stopping = distributed.any_true(stop.requested, ctx)  # all ranks stop at the same step
             at_checkpoint = run_dir is not None and (state.step % cfg.checkpoint_every == 0
-                                                     or state.step == end or stop.requested)
+                                                     or state.step == end or stopping)
             if len(pending) == 10 or at_checkpoint or state.step == end:
                 _record_losses(state, pending, bar)    # raises TrainingDiverged on NaN/inf
                 pending = []
             if at_checkpoint:
                 save()
-                for old in step_checkpoints(run_dir)[:-keep]:
-                    old.unlink(missing_ok=True)
-            if stop.requested:
+            if stopping:
                 bar.close()
                 raise KeyboardInterrupt(f"stopped at step {state.step}"
                                         + (f"; checkpoint saved in {run_dir}" if run_dir else ""))

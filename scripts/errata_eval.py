@@ -150,6 +150,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"unknown stage {stage!r}; use real, shipped or wsweep")
         section["seconds"] = round(time.time() - t0, 1)
         section["provenance"] = provenance("cpu")
+        results = read_json(OUT) if OUT.is_file() else results   # another stage may run in parallel
         results[stage] = section
         write_json(OUT, results)
         print(f"{stage}: done in {section['seconds']:.0f} s")

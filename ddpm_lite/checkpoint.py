@@ -138,4 +138,5 @@ def load_model(source, device="cpu"):
         raise CheckpointError(f"{path}: its weights do not fit the architecture its config describes "
                               f"({cfg.model}, channels {cfg.channels}, attention={cfg.attention}): {first}. "
                               "The file was written by another model or altered.") from None
-    return model.to(device).eval().requires_grad_(False), cfg
+    from .device import fast_layout
+    return fast_layout(model.to(device)).eval().requires_grad_(False), cfg

@@ -15,7 +15,7 @@ from torch import nn
 
 from .checkpoint import checkpoint_path, latest_checkpoint, save_checkpoint, step_checkpoints
 from .config import Config
-from .device import pick_device
+from .device import fast_layout, fused_optimizer_kwargs, pick_device
 from . import distributed
 from .errors import CheckpointError, TrainingDiverged
 from .forward import make_schedule, q_sample
@@ -88,7 +88,9 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
 
     Defined in chapter 5 (training)."""
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    device = next(model.parameters()).device
+    # one fused kernel for all weights where PyTorch has one (same update, ~4x faster step)
+    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused_optimizer_kwargs(device))
 
 # %% ../notebooks/05_training.ipynb #67d71b93
 def train_step(model, opt, sched, batch: Batch, cfg: Config) -> torch.Tensor:
@@ -150,7 +152,7 @@ def new_state(cfg: Config, device) -> TrainState:
 
     Defined in chapter 5 (training)."""
     torch.manual_seed(cfg.seed)                                  # the initial weights depend on the seed alone
-    model = build_model(cfg).to(device)
+    model = fast_layout(build_model(cfg).to(device), device)   # channels_last where it is faster
     return TrainState(model, EMA(model, cfg.ema_decay), make_optimizer(cfg, model))
 
 

@@ -225,3 +225,34 @@ def test_bench_quick_writes_every_section(tmp_path):
     assert len(res["targets"]) >= 5 and all(isinstance(t["met"], bool) for t in res["targets"])
     assert all(math.isfinite(v) for v in _numbers(res))
     assert "ratio" in done.stdout and "Targets" in done.stdout
+
+
+# --- the fast paths inside train() and load_model() ---------------------------------------------
+def _tiny_train(tmp_path, name, iterations, fast, monkeypatch, **kw):
+    from ddpm_lite import device as dev_mod
+    from ddpm_lite.training import train
+    monkeypatch.setattr(dev_mod, "FAST_PATHS", fast)
+    cfg = get_config("quick", channels=(16, 16, 16), time_dim=16, batch_size=8, iterations=iterations,
+                     checkpoint_every=3, **kw)
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn((64, 1, 28, 28), generator=g).clamp(-1, 1), torch.arange(64) % 10
+    return train(cfg, tmp_path / name, device="cpu", data=(images, labels), progress=False)
+
+
+def test_train_with_fast_paths_matches_the_plain_path(tmp_path, monkeypatch):
+    plain = _tiny_train(tmp_path, "plain", 6, False, monkeypatch)
+    fast = _tiny_train(tmp_path, "fast", 6, True, monkeypatch)
+    conv = next(p for p in fast.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert fast.opt.defaults.get("fused")
+    assert not plain.opt.defaults.get("fused")
+    assert fast.losses == pytest.approx(plain.losses, abs=1e-5)
+    for a, b in zip(fast.ema.model.parameters(), plain.ema.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_plain_checkpoint_resumes_on_the_fast_path(tmp_path, monkeypatch):
+    _tiny_train(tmp_path, "run", 3, False, monkeypatch)                  # written without fast paths
+    resumed = _tiny_train(tmp_path, "run", 6, True, monkeypatch)         # continued with them
+    straight = _tiny_train(tmp_path, "straight", 6, False, monkeypatch)
+    assert resumed.losses == pytest.approx(straight.losses, abs=1e-5)

@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["SMALL", "repo_root", "results_dir", "assets_dir", "pretrained_path"]
+__all__ = ["SMALL", "REPOSITORY", "repo_root", "results_dir", "assets_dir", "pretrained_path", "load_result"]
+
+#: Where the book's repository lives (the same as `repository.url` in _config.yml; a test checks it).
+REPOSITORY = "https://github.com/ddpm-lite/ddpm_lite"
 
 #: Set DDPM_LITE_SMALL=1 (CI does) to run every notebook at small settings in seconds.
 SMALL = os.environ.get("DDPM_LITE_SMALL", "") not in ("", "0")
@@ -31,3 +34,30 @@ def pretrained_path() -> Path | None:
     """The shipped pretrained diffusion model, or None when this install has none."""
     p = assets_dir() / "pretrained.pt"
     return p if p.is_file() else None
+
+
+def _raw_url(name: str) -> str:
+    return REPOSITORY.replace("https://github.com/", "https://raw.githubusercontent.com/") + f"/main/results/{name}"
+
+
+def load_result(name: str) -> dict:
+    """A committed results file (`results/NAME`, JSON) that a chapter shows.
+
+    Read from the clone when there is one. A pip-installed package (Colab) has no `results/`
+    folder, so the file is then fetched from the repository instead; offline, the error says which
+    script writes the file.
+    """
+    import json
+    from .errors import DDPMLiteError
+    from .io import read_json
+    local = results_dir() / name
+    if local.is_file():
+        return read_json(local)
+    import urllib.request
+    try:
+        with urllib.request.urlopen(_raw_url(name), timeout=30) as r:
+            return json.loads(r.read().decode())
+    except (OSError, ValueError) as e:
+        raise DDPMLiteError(f"results/{name} is not here and could not be fetched from {_raw_url(name)} "
+                            f"({type(e).__name__}). Run the script that writes it (see README.md), or read "
+                            "the chapter from a clone of the repository.") from None

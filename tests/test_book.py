@@ -48,3 +48,23 @@ def test_paper_equations_are_each_labelled_once():
     for n in range(1, 8):
         if any(f"{{eq}}`eq-{n}`" in p.read_text() for p in CHAPTERS):
             assert f"eq-{n}" in present, f"eq-{n} is referenced but never defined"
+
+
+def test_the_package_knows_the_repository_of_config_yml():
+    from ddpm_lite.book import REPOSITORY
+    assert REPOSITORY == repository_url()
+
+
+def test_load_result_reads_the_clone_and_explains_when_offline(monkeypatch, tmp_path):
+    import urllib.request
+
+    from ddpm_lite import book
+    from ddpm_lite.errors import DDPMLiteError
+    assert book.load_result("reference.json")["fid_valid_vs_test"]["n"] == 10_000
+    monkeypatch.setattr(book, "results_dir", lambda: tmp_path)          # as in a pip install: no results/
+
+    def offline(*a, **k):
+        raise OSError("Name or service not known")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DDPMLiteError, match="results/reference.json is not here.*raw.githubusercontent"):
+        book.load_result("reference.json")

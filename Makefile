@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test unit nbval export check-export students book execute classifier pretrained bench reference clean
+.PHONY: venv demo test unit nbval export check-export students book execute classifier pretrained bench reference errata steps clean
 
 venv: $(STAMP)
 
@@ -72,6 +72,15 @@ reference: venv
 # Speed: every figure side by side with its baseline, as a ratio; writes results/bench.json.
 bench: venv
 	$(BIN)/python scripts/bench.py
+
+# Chapter 10: the evaluation slips and w vs diversity, then the training slips (each resumable).
+errata: venv
+	$(BIN)/python scripts/errata_eval.py
+	$(BIN)/python scripts/errata_train.py
+
+# FID of the shipped model against the number of sampling steps (resumable).
+steps: venv
+	$(BIN)/python scripts/steps_sweep.py
 
 clean:
 	rm -rf _build .pytest_cache

@@ -59,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train the quick preset on this machine and draw a guided class grid")
     d.add_argument("--run-dir", type=Path, default=DEFAULT_RUNS / "demo")
     _add_device(d)
+
+    x = sub.add_parser("experiments", help="run an experiment plan (plans/*.json): train, sample, evaluate; resumable")
+    x.add_argument("plan", type=Path, help="a plan file, e.g. plans/cpu.json")
+    x.add_argument("--only", choices=["train", "sample", "evaluate"], help="run only the units of this kind")
+    x.add_argument("--budget-minutes", type=float, help="stop starting work that cannot finish in this time")
+    x.add_argument("--dry-run", action="store_true", help="print every unit with its state and estimated cost")
+    x.add_argument("--root", type=Path, default=Path("."), help="folder holding runs/ and results/ (default: .)")
+    x.add_argument("--import", dest="import_dir", type=Path, metavar="DIR",
+                   help="unpack a folder written by scripts/gpu_run.py, then show the plan's state")
+    x.add_argument("--no-progress", action="store_true")
+    _add_device(x)
     return ap
 
 
@@ -172,6 +183,13 @@ def sample_command(model: str, n=100, labels="0-9", w=None, sampler=None, steps=
     return out
 
 
+def experiments_command(args) -> int:
+    """`ddpm-lite experiments PLAN ...` (ddpm_lite.experiments does the work)."""
+    from .experiments import run_experiments
+    return run_experiments(args.plan, args.only, args.budget_minutes, args.dry_run, args.device, args.root,
+                           args.import_dir, not args.no_progress)
+
+
 def main(argv=None) -> int:
     from .errors import DDPMLiteError
     args = build_parser().parse_args(argv)
@@ -188,6 +206,8 @@ def main(argv=None) -> int:
             from .evaluation import evaluate_path, format_summary
             result = evaluate_path(args.path, args.out, device=args.device)
             print(format_summary(result))
+        elif args.command == "experiments":
+            return experiments_command(args)
         elif args.command == "demo":
             train_command("quick", args.run_dir, {}, args.device)
             out = sample_command(str(args.run_dir), n=100, device=args.device)

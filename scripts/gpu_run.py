@@ -1,0 +1,681 @@
+#!/usr/bin/env python3
+"""Run an experiment plan's train and sample units on one GPU within a time budget, and pack the
+outputs into a few size-limited files for the trip back. FID is computed elsewhere (on the CPU).
+
+    # here, once: MNIST's training set as one compressed file that travels with the working tree
+    python3 scripts/gpu_run.py --write-data runs/gpu_data/mnist_train.npz
+    # on the GPU machine (runs/gpu_data carried along; 540 s of a 600 s call):
+    python3 scripts/gpu_run.py plans/paper.json --budget-seconds 540 --out "$OUT"
+    # here, after: unpack, then evaluate one sample set at a time (resumable)
+    ddpm-lite experiments plans/paper.json --import OUT_FOLDER
+    ddpm-lite experiments plans/paper.json --only evaluate
+
+What it does. The plan's train and sample units run in priority order through the same runner as
+`ddpm-lite experiments` (ddpm_lite.experiments.Runner): the same files, the same results JSON,
+the same skipping of finished units and resuming of unfinished ones. A unit that cannot finish
+in the time left (estimated from measured step times) is passed over for later ones that can; the
+training left unfinished then uses whatever time remains and is checkpointed (full fp32 state, so
+a later call that carries `runs/experiments/PLAN/train/NAME` back resumes it exactly). Everything
+finished is packed at once (so a kill loses only the unit in progress) into --out: at most
+`--max-files` files (the manifest included) of at most `--max-file-mib` MiB each: `part_K.bin`
+holding the files back to back, and `manifest.json` with each file's path, sha256 and place,
+the timings, the hardware, the torch version and the commit.
+
+Speed (one H200; the same code runs on a CPU for the tests, without the CUDA-only parts):
+- bf16 autocast for the network's forward passes (training and sampling), fp32 weights, optimizer
+  and loss; channels_last weights; TF32 for what stays in fp32; cudnn.benchmark.
+- Training at the paper's batch of 32 is launch-bound: a step of the paper's U-Net is a few
+  hundred small kernels whose GPU time (~1 ms) is below what Python needs to launch them (~2-4
+  ms eager). Two remedies: (1) the input checks that read values back from the GPU (three host
+  syncs a step) are skipped for batches that `draw_batch` made valid by construction; (2) the
+  whole step (Algorithm 1, lines 5-8: forward, loss, backward, clipping, Adam) is captured once
+  as a CUDA graph and replayed (`--cuda-graphs`, on by default on CUDA). The captured step is
+  checked against an eager step on a copy of the same state before it is used; any error or
+  mismatch falls back to eager mode. Expected: ~1-1.5 ms a step graphed, ~3 ms eager, i.e. about
+  2-5 minutes for the paper's 100K iterations. Several trainings at once (CUDA streams) could fill
+  the GPU further but would finish every model late; the plan's priority order favours finishing
+  one model and its sample sets first.
+- Sampling is compute-bound at large batches (5,000 images, guidance batched to 10,000 network
+  inputs): ~10-25 ms a step for the paper's U-Net. The sampler's Gaussian noise is drawn on the
+  CPU from the seeded generator (so samples do not depend on the device) in a background thread,
+  ahead of time, into pinned memory, so it overlaps the GPU's work instead of adding to it.
+- torch.compile is not used: compiling the U-Net takes minutes of a 9-minute budget, and the
+  graph capture above already removes the launch overhead that compiling would.
+Data and noise are functions of the plan's seeds (`draw_batch` and the samplers' generators);
+GPU kernels may still sum in a different order from run to run (cudnn.benchmark, bf16), so
+results agree with a CPU run up to rounding, not bit for bit.
+
+Nothing here imports pytorch-fid or scipy: the GPU machine has only torch, torchvision, numpy,
+tqdm and matplotlib.
+"""
+from __future__ import annotations
+
+import time
+
+T_START = time.monotonic()   # the budget counts from here, before the slow imports
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import queue
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))   # run from the working tree without installing
+
+import numpy as np
+import torch
+from torch import nn
+
+from ddpm_lite import experiments as xp
+from ddpm_lite import forward as forward_module
+from ddpm_lite import sampling as sampling_module
+from ddpm_lite.checkpoint import checkpoint_path, latest_checkpoint, save_checkpoint, save_model_file, step_checkpoints
+from ddpm_lite.errors import DataError, DDPMLiteError
+from ddpm_lite.forward import Schedule, make_schedule
+from ddpm_lite.io import atomic_write_bytes, git_commit, provenance, write_json
+from ddpm_lite.training import Batch, _record_losses, draw_batch, new_state, restore, state_dict, train_step
+
+MiB = 1 << 20
+
+
+def log(*args):
+    print(*args, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast paths
+# ---------------------------------------------------------------------------------------------
+class Autocast(nn.Module):
+    """The network under bf16 autocast; returns float32 so that the loss and the sampler stay fp32."""
+
+    def __init__(self, inner: nn.Module, device_type: str):
+        super().__init__()
+        self.inner, self.device_type = inner, device_type
+
+    def forward(self, x, t, y):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, cache_enabled=False):
+            return self.inner(x, t, y).float()
+
+
+def _unchecked(x, t, y):
+    return y.long()
+
+
+def _unchecked_steps(t, T):
+    return torch.as_tensor(t).long()
+
+
+@contextlib.contextmanager
+def no_host_syncs(model: nn.Module):
+    """Skip the input checks that read values back from the device (label range, step range).
+
+    Only for batches from `draw_batch`, valid by construction: the checks cost three host syncs
+    a step, which stall the GPU, and a CUDA graph cannot contain them at all. Nests."""
+    original = forward_module.check_timesteps
+    had = "_check" in model.__dict__
+    forward_module.check_timesteps = _unchecked_steps
+    model._check = _unchecked               # instance attribute: shadows _UNetBase._check
+    try:
+        yield
+    finally:
+        forward_module.check_timesteps = original
+        if not had:
+            model.__dict__.pop("_check", None)
+
+
+def _channels_last(module: nn.Module) -> nn.Module:
+    return module.to(memory_format=torch.channels_last)
+
+
+def _optimizer_like_params(opt: torch.optim.Optimizer, capturable: bool):
+    """Optimizer state in the parameters' memory format (fast foreach kernels); Adam's step counters
+    on the device when the step is to be captured in a CUDA graph."""
+    for group in opt.param_groups:
+        group["capturable"] = capturable
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for k, v in list(st.items()):
+                if torch.is_tensor(v) and k == "step":
+                    st[k] = v.to(device=p.device, dtype=torch.float32) if capturable else v.cpu()
+                elif torch.is_tensor(v) and v.shape == p.shape and v.dim() == 4:
+                    st[k] = v.contiguous(memory_format=torch.channels_last)
+
+
+def _cpu_state(obj):
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu_state(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu_state(v) for v in obj]
+    return obj
+
+
+class RateMeter:
+    """Seconds per step over the last few seconds, read at the points where the host waits for the GPU."""
+
+    def __init__(self, window_s: float = 3.0):
+        self.window_s, self.points = window_s, []
+
+    def reset(self):
+        self.points = []
+
+    def mark(self, step: int):
+        now = time.monotonic()
+        self.points.append((now, step))
+        while len(self.points) > 2 and now - self.points[1][0] > self.window_s:
+            self.points.pop(0)
+
+    @property
+    def measured_s(self) -> float:
+        return self.points[-1][0] - self.points[0][0] if len(self.points) > 1 else 0.0
+
+    @property
+    def per_step(self) -> float | None:
+        if len(self.points) < 2 or self.points[-1][1] == self.points[0][1]:
+            return None
+        (t0, s0), (t1, s1) = self.points[0], self.points[-1]
+        return (t1 - t0) / (s1 - s0)
+
+
+class GraphedStep:
+    """One training step (train_step: forward, loss, backward, clipping, optimizer) captured as a CUDA graph.
+
+    The batch is copied into fixed input tensors before each replay. Built by `capture`, which
+    checks the first replay against an eager step on a copy of the state and restores the state
+    on any failure (then returns None)."""
+
+    def __init__(self, graph, static: Batch, loss: torch.Tensor):
+        self.graph, self.static, self.loss = graph, static, loss
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        for name in ("x0", "y", "t", "eps"):
+            getattr(self.static, name).copy_(getattr(batch, name))
+        self.graph.replay()
+        return self.loss.clone()
+
+    @staticmethod
+    def capture(state, forward, sched, cfg, batch: Batch, notes: list):
+        """(GraphedStep, loss of `batch`'s step, now taken) or (None, None) with the state unchanged."""
+        snapshot = copy.deepcopy((state.model, state.opt))
+        try:
+            # capture with zeros in the inputs, so the check below also tests that replays read new batches
+            static = Batch(*(torch.zeros_like(getattr(batch, k)) for k in ("x0", "y", "t", "eps")))
+            graph = torch.cuda.CUDAGraph()
+            state.opt.zero_grad(set_to_none=True)   # backward then allocates the gradients in the graph's pool
+            with no_host_syncs(state.model), torch.cuda.graph(graph):
+                static_loss = train_step(forward, state.opt, sched, static, cfg)
+            step = GraphedStep(graph, static, static_loss)
+            ref_model, ref_opt = copy.deepcopy(snapshot)
+            ref_loss = train_step(Autocast(ref_model, "cuda"), ref_opt, sched, batch, cfg)
+            before = [p.detach().clone() for p in snapshot[0].parameters()]
+            loss = step(batch)
+            upd = torch.cat([(p.detach() - b).flatten().float() for p, b in zip(state.model.parameters(), before)])
+            ref = torch.cat([(p.detach() - b).flatten().float() for p, b in zip(ref_model.parameters(), before)])
+            rel = float((upd - ref).norm() / ref.norm().clamp_min(1e-30))
+            loss_rel = abs(float(loss) - float(ref_loss)) / max(abs(float(ref_loss)), 1e-12)
+            if not (rel < 0.1 and loss_rel < 0.01 and float(upd.norm()) > 0):
+                raise RuntimeError(f"graphed step differs from the eager one (update rel. error {rel:.3g}, "
+                                   f"loss rel. error {loss_rel:.3g})")
+            notes.append(f"CUDA graph in use (check: update rel. error {rel:.2g}, loss rel. error {loss_rel:.2g})")
+            return step, loss
+        except Exception as e:          # anything at all: continue eagerly from the state before the attempt
+            with contextlib.suppress(Exception):
+                torch.cuda.synchronize()
+            state.model.load_state_dict(snapshot[0].state_dict())
+            state.opt.load_state_dict(snapshot[1].state_dict())
+            _optimizer_like_params(state.opt, capturable=False)
+            state.opt.zero_grad(set_to_none=True)
+            msg = f"CUDA graph not used, eager steps instead ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+            notes.append(msg)
+            log("  " + msg)
+            return None, None
+
+
+class NoisePrefetch:
+    """The sampler's noise, drawn ahead in a background thread from the same seeded CPU generator,
+    in the order the sampler asks for it: the same numbers as drawing them on demand."""
+
+    def __init__(self, generator: torch.Generator, shape, count: int, device, pin: bool, depth: int = 4):
+        self.g, self.shape, self.count, self.device, self.pin = generator, tuple(shape), count, device, pin
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.served, self.stop = 0, threading.Event()
+        self.thread = threading.Thread(target=self._work, daemon=True)
+
+    def _work(self):
+        try:
+            for _ in range(self.count):
+                buf = torch.empty(self.shape, pin_memory=self.pin)
+                torch.randn(self.shape, generator=self.g, out=buf)
+                while not self.stop.is_set():
+                    try:
+                        self.q.put(buf, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    return
+        except BaseException as e:      # handed to the sampler's thread
+            self.q.put(e)
+
+    def __call__(self, shape, generator, device):
+        if tuple(shape) != self.shape or generator is not self.g:
+            raise RuntimeError("noise asked for with another shape or generator than prefetched")
+        if self.served >= self.count:   # more than foreseen: draw on demand (the thread is done with g)
+            self.thread.join()
+            return torch.randn(shape, generator=generator).to(device)
+        item = self.q.get()
+        if isinstance(item, BaseException):
+            raise item
+        self.served += 1
+        return item.to(device, non_blocking=self.pin)
+
+    def __enter__(self):
+        self.original = sampling_module._noise
+        sampling_module._noise = self
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        sampling_module._noise = self.original
+        self.stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.q.get_nowait()
+        self.thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend: the runner's train / sample steps with the speed-ups
+# ---------------------------------------------------------------------------------------------
+class FastBackend(xp.Backend):
+    name = "scripts/gpu_run.py"
+
+    def __init__(self, device, data, fast_paths: bool, cuda_graphs: bool, weights_dtype: str,
+                 stop_after_steps: int | None = None, progress: bool = False):
+        super().__init__(device, progress=progress, data=data, log=log)
+        self.fast = fast_paths
+        self.cuda = self.device.type == "cuda"
+        self.cuda_graphs = cuda_graphs and self.cuda and fast_paths
+        self.weights_dtype = weights_dtype
+        self.stop_after_steps = stop_after_steps
+        self._dev_data = None
+        self._details = {}
+        self.timings: dict[str, dict] = {}
+
+    def details(self, kind: str) -> dict:
+        return {f"{kind}_details": self._details.get(kind, {})}
+
+    def _data_on_device(self):
+        if self._dev_data is None:
+            images, labels = self.training_data()
+            self._dev_data = images.to(self.device), labels.to(self.device)
+        return self._dev_data
+
+    def schedule(self, cfg):
+        s = make_schedule(cfg.schedule, cfg.T)
+        return Schedule(s.betas.to(self.device), s.name) if self.fast and self.cuda else s
+
+    def _save_checkpoint(self, cfg, run_dir: Path, state) -> float:
+        t0 = time.monotonic()
+        sd = _cpu_state(state_dict(state, cfg))
+        sd["optimizer"]["param_groups"] = [dict(g, capturable=False) for g in sd["optimizer"]["param_groups"]]
+        save_checkpoint(checkpoint_path(run_dir, state.step), **sd)
+        for old in step_checkpoints(run_dir)[:-1]:
+            old.unlink(missing_ok=True)
+        return time.monotonic() - t0
+
+    def train(self, cfg, run_dir: Path, deadline=None, must_finish=False) -> xp.TrainOutcome:
+        t_call = time.monotonic()
+        dev = self.device
+        run_dir = Path(run_dir)
+        images, labels = self._data_on_device()
+        state = new_state(cfg, dev)
+        if self.fast:
+            _channels_last(state.model)
+            _channels_last(state.ema.model)
+        write_json(run_dir / "config.json", cfg.to_dict())
+        found = latest_checkpoint(run_dir)
+        if found is not None:
+            restore(state, found[1], cfg, found[0])
+        step0 = state.step
+        if self.fast:
+            _optimizer_like_params(state.opt, capturable=self.cuda_graphs)
+        sched = self.schedule(cfg)
+        forward = Autocast(state.model, dev.type) if self.fast else state.model
+        end = cfg.iterations if self.stop_after_steps is None else min(cfg.iterations, state.step + self.stop_after_steps)
+        notes, meter, pending = [], RateMeter(), []
+        bar = _NullBar()
+        ckpt_s, graphed, warm, side = 2.0, None, 0, None
+        stop_reason, last_log = "", time.monotonic()
+        syncs = no_host_syncs(state.model) if self.fast else contextlib.nullcontext()
+        if self.cuda_graphs:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+        with syncs:
+            meter.mark(state.step)
+            while state.step < end:
+                batch = draw_batch(cfg, state.step, images, labels)
+                loss = None
+                if graphed is not None:
+                    loss = graphed(batch)
+                elif self.cuda_graphs and warm >= 3:
+                    torch.cuda.current_stream().wait_stream(side)
+                    graphed, loss = GraphedStep.capture(state, forward, sched, cfg, batch, notes)
+                    self.cuda_graphs = graphed is not None and self.cuda_graphs
+                    meter.reset()
+                if loss is None:
+                    if self.cuda_graphs:           # warm-up steps on a side stream, as capture requires
+                        side.wait_stream(torch.cuda.current_stream())
+                        with torch.cuda.stream(side):
+                            loss = train_step(forward, state.opt, sched, batch, cfg)
+                        torch.cuda.current_stream().wait_stream(side)
+                        warm += 1
+                    else:
+                        loss = train_step(forward, state.opt, sched, batch, cfg)
+                pending.append(loss)
+                state.ema.update(state.model, state.step)
+                state.step += 1
+                if len(pending) == 10 or state.step == end:
+                    _record_losses(state, pending, bar)      # one host sync per 10 steps; raises on NaN
+                    pending = []
+                    meter.mark(state.step)
+                    per_step = meter.per_step
+                    now = time.monotonic()
+                    if deadline is not None and per_step is not None:
+                        if now + ckpt_s + 20 * per_step + 1.0 > deadline:
+                            stop_reason = "out of time"
+                            break
+                        need = (end - state.step) * per_step
+                        # judge on a few seconds of steady steps (not the first ones: cudnn tries kernels)
+                        if must_finish and now - t_call > 6 and meter.measured_s >= 2.0 \
+                                and now + need + ckpt_s + 1.0 > deadline:
+                            stop_reason = f"needs ~{xp._fmt_seconds(need)}, {xp._fmt_seconds(deadline - now)} left"
+                            break
+                    if now - last_log > 30:
+                        last_log = now
+                        log(f"  step {state.step}/{cfg.iterations}"
+                            + (f", {per_step * 1e3:.2f} ms/step" if per_step else "")
+                            + f", loss {sum(state.losses[-100:]) / len(state.losses[-100:]):.4f}")
+                if state.step % cfg.checkpoint_every == 0 and state.step < end:
+                    if pending:
+                        _record_losses(state, pending, bar)
+                        pending = []
+                    ckpt_s = self._save_checkpoint(cfg, run_dir, state)
+        if self.cuda:
+            torch.cuda.synchronize()
+        ckpt_s = self._save_checkpoint(cfg, run_dir, state)
+        seconds = time.monotonic() - t_call
+        finished = state.step >= cfg.iterations
+        per_step = meter.per_step
+        self._details["train"] = {
+            "fast_paths": self.fast, "bf16_autocast": self.fast, "channels_last": self.fast,
+            "host_syncs_skipped": self.fast and self.cuda, "cuda_graph": graphed is not None, "notes": notes,
+            "ms_per_step_recent": round(per_step * 1e3, 3) if per_step else None,
+            "checkpoint_seconds": round(ckpt_s, 2)}
+        if not finished and not stop_reason:
+            stop_reason = f"stopped after {self.stop_after_steps} steps (--stop-after-steps)"
+        log(f"  {state.step - step0} steps in {seconds:.1f} s"
+            + (f" ({per_step * 1e3:.2f} ms/step recently)" if per_step else "")
+            + ("" if finished else f"; stopped at step {state.step}: {stop_reason}"))
+        return xp.TrainOutcome(state, finished, state.step, state.step - step0, seconds, stop_reason)
+
+    def save_model(self, path: Path, cfg, state) -> Path:
+        """The EMA weights, stored as `weights_dtype` (float16 halves the file; the samples below are
+        drawn from this very file, and the network runs in bf16 anyway)."""
+        dtype = getattr(torch, self.weights_dtype)
+        sd = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+              for k, v in state.ema.model.state_dict().items()}
+        return save_model_file(path, cfg, sd, state.step, weights_dtype=self.weights_dtype)
+
+    def load_model(self, path):
+        model, cfg = super().load_model(path)
+        if self.fast:
+            model = Autocast(_channels_last(model), self.device.type).eval().requires_grad_(False)
+        return model, cfg
+
+    def probe_sample_rate(self, model, sched, y, w):
+        """Time a few guided network passes at the batch's size: seconds per image per pass."""
+        from ddpm_lite.guidance import guided_eps
+        x = torch.randn((len(y), 1, 28, 28)).to(self.device)
+        t = torch.full((len(y),), sched.T // 2, dtype=torch.long, device=self.device)
+        yy = y.to(self.device)
+        with torch.inference_mode():
+            guided_eps(model, x, t, yy, w)                  # warm-up (cudnn picks its kernels)
+            if self.cuda:
+                torch.cuda.synchronize()
+            t0 = time.monotonic()
+            for _ in range(3):
+                guided_eps(model, x, t, yy, w)
+            if self.cuda:
+                torch.cuda.synchronize()
+        return (time.monotonic() - t0) / 3 / (len(y) * (2 if w > 0 else 1)) * 1.15   # + the sampler's own work
+
+    def sample_batch(self, model, sched, y, w, sampler, steps, seed, b, progress=False):
+        from ddpm_lite.sampling import ancestral_sample, ddim_sample
+        t0 = time.monotonic()
+        g = torch.Generator().manual_seed(seed * 100_003 + b)     # as ddpm_lite.sampling.generate seeds batch b
+        count = sched.T if sampler == "ancestral" else 1           # x_T, then one draw per step but the last
+        prefetch = NoisePrefetch(g, (len(y), 1, 28, 28), count, self.device, pin=self.cuda) if self.fast \
+            else contextlib.nullcontext()
+        with prefetch:
+            if sampler == "ancestral":
+                x = ancestral_sample(model, sched, y, w, generator=g, progress=progress)
+            else:
+                x = ddim_sample(model, sched, y, w, steps, generator=g, progress=progress)
+            x = x.float().cpu()
+        seconds = time.monotonic() - t0
+        self._details["sample"] = {"fast_paths": self.fast, "bf16_autocast": self.fast,
+                                   "noise_prefetch": self.fast, "last_batch_seconds": round(seconds, 2)}
+        log(f"  batch {b}: {len(y)} images in {seconds:.1f} s")
+        return x
+
+
+class _NullBar:
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+def source_digest() -> str:
+    """sha256 over the package sources and this script: names the code when git is not at hand."""
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "ddpm_lite").glob("*.py")) + [Path(__file__).resolve()]:
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def load_data(path: Path | None):
+    """MNIST's training set as (float images [N, 1, 28, 28] in [-1, 1], labels): from --data, else the usual sources."""
+    from ddpm_lite.data import load_mnist_float, to_float
+    if path is None:
+        try:
+            return load_mnist_float("train")
+        except DataError as e:
+            raise DataError(f"{e} On a machine without the MNIST wheel, pass --data FILE, a file made here "
+                            "with `python3 scripts/gpu_run.py --write-data FILE`.") from None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"cannot read training data {path} ({type(e).__name__}: {e}); make it with "
+                        "`python3 scripts/gpu_run.py --write-data FILE`.") from None
+    if images.dtype != np.uint8 or images.shape[1:] != (28, 28) or len(labels) != len(images):
+        raise DataError(f"{path}: expected uint8 images [N, 28, 28] and N labels.")
+    return to_float(torch.from_numpy(images)), torch.from_numpy(labels.astype(np.int64))
+
+
+def write_data(path: Path) -> Path:
+    from ddpm_lite.data import load_mnist
+    images, labels = load_mnist("train")
+    data = xp.npz_bytes(images=images.numpy(), labels=labels.numpy().astype(np.int64))
+    atomic_write_bytes(path, data)
+    log(f"wrote {path}: {len(images)} MNIST training images, {len(data) / MiB:.1f} MiB, "
+        f"sha256 {hashlib.sha256(data).hexdigest()}")
+    return path
+
+
+def setup_cuda(deterministic: bool):
+    if not torch.cuda.is_available():
+        return
+    torch.set_float32_matmul_precision("high")      # TF32 for fp32 matrix multiplies
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+
+
+def hardware(dev) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else provenance("cpu")["hardware"]
+
+
+def run(args) -> int:
+    plan = xp.load_plan(args.plan)
+    layout = xp.Layout(args.root, plan.name)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise DDPMLiteError(f"--out {out} is not empty; give an empty or new folder.")
+    elapsed = time.monotonic() - args.t_start
+    packer = xp.Packer(out, args.max_files, int(args.max_file_mib * MiB), meta={
+        "plan": plan.name, "plan_file": Path(args.plan).name, "scale": plan.scale, "budget_seconds": args.budget_seconds,
+        "margin_seconds": args.margin_seconds, "commit": git_commit(), "source_sha256": source_digest(),
+        "torch": torch.__version__, "python": sys.version.split()[0], "state": "running"})
+    budget = args.budget_seconds - elapsed - args.margin_seconds
+    if budget <= 0:
+        packer.write_manifest(state="nothing run", stopped="budget too small: "
+                              f"{args.budget_seconds} s budget, {elapsed:.1f} s spent starting, "
+                              f"{args.margin_seconds} s kept for packing", elapsed_seconds=round(elapsed, 1))
+        log(f"budget too small ({args.budget_seconds} s): nothing run; wrote {out / 'manifest.json'}")
+        return 0
+    setup_cuda(args.deterministic)
+    fast = {"auto": None, "on": True, "off": False}[args.fast_paths]
+    from ddpm_lite.device import pick_device
+    dev = pick_device(args.device)
+    fast = dev.type == "cuda" if fast is None else fast
+    data = load_data(args.data)
+    backend = FastBackend(dev, data, fast, args.cuda_graphs, args.weights_dtype, args.stop_after_steps,
+                          progress=args.progress)
+    packer.write_manifest(hardware=hardware(dev), device=str(dev))
+    log(f"plan {plan.name} on {hardware(dev)} (torch {torch.__version__}), budget {args.budget_seconds} s, "
+        f"{budget:.0f} s for units; fast paths {'on' if fast else 'off'}, CUDA graphs "
+        f"{'on' if backend.cuda_graphs else 'off'}")
+
+    def pack(files, why: str):
+        for f in files:
+            rel = layout.rel(f)
+            if packer.has(rel):
+                continue
+            try:
+                packer.add(rel, Path(f).read_bytes(), why=why)
+            except xp.PackFull as e:
+                packer.left_out.append({"path": rel, "why": str(e)})
+                packer.write_manifest()
+                log(f"  not packed: {e}")
+
+    def on_unit_done(unit, res):
+        backend.timings[unit.name] = {"state": res.state, "message": res.message, "seconds": round(res.seconds, 2)}
+        if res.state == "done":
+            pack(res.files, "done")          # the unit's results file comes last in res.files
+        packer.write_manifest(units=backend.timings)
+        reserve = min(args.reserve_mib * MiB, 0.1 * packer.max_parts * packer.max_bytes)
+        if packer.capacity_left < reserve:                     # no room for more: stop starting units
+            runner.deadline = time.monotonic()
+
+    runner = xp.Runner(plan, layout, backend, only=["train", "sample"], budget_s=budget, log=log,
+                       on_unit_done=on_unit_done)
+    stopped = ""
+    try:
+        status = runner.run()
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        status = xp.write_status(plan, layout, runner.outcomes)
+    # unfinished work of this call goes last: the newest checkpoint of an unfinished training (all
+    # of its state, to resume from), the batches drawn of an unfinished sample set
+    wall_start = time.time() - (time.monotonic() - args.t_start)
+    fresh = lambda f: f.is_file() and f.stat().st_mtime >= wall_start - 1
+    for u in plan.units:
+        if xp.unit_state(plan, layout, u).state != "partial":
+            continue
+        if u.kind == "train":
+            ckpt = step_checkpoints(layout.train_dir(u.name))[-1:]
+            if ckpt and fresh(ckpt[0]):
+                pack(ckpt + [layout.train_dir(u.name) / "config.json"], "partial training: resume from it")
+        elif u.kind == "sample":
+            parts = sorted(layout.parts_dir(u.name).glob("batch_*.npz"))
+            if any(fresh(f) for f in parts):
+                pack([layout.parts_dir(u.name) / "parts.json"] + parts, "partial sample set")
+    done = [x["name"] for x in status["units"] if x["kind"] in ("train", "sample") and x["state"] == "done"]
+    total = [x["name"] for x in status["units"] if x["kind"] in ("train", "sample")]
+    packer.write_manifest(
+        state="finished" if not stopped else stopped, units=backend.timings,
+        plan_states={x["name"]: {"state": x["state"], "message": x["message"]} for x in status["units"]},
+        done_train_and_sample=f"{len(done)} of {len(total)}",
+        elapsed_seconds=round(time.monotonic() - args.t_start, 1), hardware=hardware(dev), device=str(dev),
+        provenance=provenance(str(dev)))
+    log(f"{len(done)} of {len(total)} train and sample units done; packed {len(packer.files)} files, "
+        f"{packer.used / MiB:.1f} MiB in {len(packer._sizes)} part(s) under {out}"
+        + (f"; {len(packer.left_out)} left out" if packer.left_out else "")
+        + f"; {time.monotonic() - args.t_start:.0f} s in all")
+    return 130 if stopped else 0
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("plan", nargs="?", type=Path, help="a plan file, e.g. plans/paper.json")
+    ap.add_argument("--budget-seconds", type=float, default=540.0,
+                    help="wall-clock budget from the script's start, packing included (default 540)")
+    ap.add_argument("--out", type=Path, help="an empty folder for the packed outputs (e.g. \"$OUT\")")
+    ap.add_argument("--root", type=Path, default=ROOT, help="folder holding runs/ and results/ (default: the repository)")
+    ap.add_argument("--data", type=Path, help="MNIST training set written by --write-data "
+                    "(default: runs/gpu_data/mnist_train.npz when present, else the usual MNIST sources)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--fast-paths", choices=["auto", "on", "off"], default="auto",
+                    help="bf16 autocast, channels_last, noise prefetch, skipped host syncs (auto: on with CUDA)")
+    ap.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
+                    help="capture the training step as a CUDA graph (checked against eager; falls back)")
+    ap.add_argument("--weights-dtype", choices=["float16", "bfloat16", "float32"], default="float16",
+                    help="dtype of the EMA weights in model.pt (default float16)")
+    ap.add_argument("--max-files", type=int, default=8, help="files under --out, manifest included (default 8)")
+    ap.add_argument("--max-file-mib", type=float, default=16.0, help="size limit of each file in MiB (default 16)")
+    ap.add_argument("--reserve-mib", type=float, default=6.0, help="stop starting units when less room is left")
+    ap.add_argument("--margin-seconds", type=float, default=15.0, help="kept free at the end for packing")
+    ap.add_argument("--stop-after-steps", type=int, help="train at most this many steps per unit and call (testing)")
+    ap.add_argument("--deterministic", action="store_true", help="deterministic cudnn kernels (slower)")
+    ap.add_argument("--progress", action="store_true", help="tqdm progress bars (off: one line per unit)")
+    ap.add_argument("--write-data", type=Path, metavar="FILE",
+                    help="only write MNIST's training set to FILE (run it here, before the GPU run)")
+    args = ap.parse_args(argv)
+    if args.write_data is None and (args.plan is None or args.out is None):
+        ap.error("give a plan and --out (or --write-data FILE)")
+    if args.data is None and args.write_data is None:
+        default = Path(args.root) / "runs" / "gpu_data" / "mnist_train.npz"
+        args.data = default if default.is_file() else None
+    return args
+
+
+def main(argv=None, t_start: float | None = None) -> int:
+    """Run as a script, the budget counts from the script's start; called from Python, from this call."""
+    args = parse_args(argv)
+    args.t_start = time.monotonic() if t_start is None else t_start
+    try:
+        if args.write_data is not None:
+            write_data(args.write_data)
+            return 0
+        return run(args)
+    except (DDPMLiteError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(t_start=T_START))

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=500)
     s.add_argument("--out", type=Path, help="output .npz path (a .png grid is written beside it)")
+    s.add_argument("--null-at-sampling", choices=["learned", "omitted"],
+                   help="'omitted' reproduces a slip of the paper's code (chapter 10); default: learned")
     s.add_argument("--no-progress", action="store_true")
     _add_device(s)
 
@@ -128,7 +130,7 @@ def parse_labels(spec: str) -> list[int]:
 
 
 def sample_command(model: str, n=100, labels="0-9", w=None, sampler=None, steps=None, seed=0,
-                   batch_size=500, out=None, device="auto", progress=True) -> Path:
+                   batch_size=500, out=None, device="auto", progress=True, null_at_sampling=None) -> Path:
     """Draw n images (labels spread evenly, in label order), write .npz + .png grid + .json; return the .npz path."""
     import numpy as np
     import torch
@@ -154,8 +156,11 @@ def sample_command(model: str, n=100, labels="0-9", w=None, sampler=None, steps=
     dev = pick_device(device)
     path = resolve_model_file(model)
     net, cfg = load_model(path, dev)
-    overrides = {k: v for k, v in dict(w=w, sampler=sampler, sample_steps=steps).items() if v is not None}
+    overrides = {k: v for k, v in dict(w=w, sampler=sampler, sample_steps=steps,
+                                        null_at_sampling=null_at_sampling).items() if v is not None}
     cfg = cfg.replace(**overrides)                   # validates w, 1 <= steps <= T, sampler name
+    from .errata import sampling_model
+    net = sampling_model(net, cfg)                   # the model itself unless a chapter-10 slip is asked for
     # each label ceil(n / len(digits)) times, in label order, cut to n (n < len(digits): the first n labels)
     y = torch.tensor(digits).repeat_interleave(-(-n // len(digits)))[:n]
     sched = make_schedule(cfg.schedule, cfg.T)
@@ -201,7 +206,7 @@ def main(argv=None) -> int:
             train_command(args.preset, Path(run_dir), overrides, args.device, not args.no_progress)
         elif args.command == "sample":
             sample_command(args.model, args.n, args.labels, args.w, args.sampler, args.steps, args.seed,
-                           args.batch_size, args.out, args.device, not args.no_progress)
+                           args.batch_size, args.out, args.device, not args.no_progress, args.null_at_sampling)
         elif args.command == "evaluate":
             from .evaluation import evaluate_path, format_summary
             result = evaluate_path(args.path, args.out, device=args.device)

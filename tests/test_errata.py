@@ -117,3 +117,16 @@ def test_classifier_features_shape():
     model = MNISTClassifier().eval()
     f = errata.classifier_features(model, torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8))
     assert f.shape == (5, 128) and (f >= 0).all()                    # after the hidden ReLU
+
+
+def test_sample_command_switch_reproduces_the_omitted_null_label(tmp_path):
+    from ddpm_lite.cli import main
+    from ddpm_lite.io import read_json
+    files = {}
+    for null in ("learned", "omitted"):
+        out = tmp_path / f"{null}.npz"
+        assert main(["sample", "pretrained", "--n", "10", "--steps", "2", "--null-at-sampling", null,
+                     "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+        files[null] = np.load(out)["images"]
+        assert read_json(out.with_suffix(".json"))["config"]["null_at_sampling"] == null
+    assert not np.array_equal(files["learned"], files["omitted"])     # guided (w = 2): the null pass matters

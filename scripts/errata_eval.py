@@ -42,6 +42,13 @@ def fid_vs_test(images_u8, net) -> float:
     return inception.frechet_distance(gen, ref)
 
 
+def real_fid_same_n(n: int, net) -> dict:
+    """The real-data row for a set of n generated images: the first n validation images against the test set."""
+    valid, _ = load_mnist("valid")
+    return {"value": fid_vs_test(valid[:n].numpy(), net),
+            "images": f"first {n:,} MNIST validation images against the test set"}
+
+
 def scores(images_u8, labels, classifier, net=None, stats_mismatch=False) -> dict:
     """IS (10 splits), conditional accuracy and, when net is given, FID against the test set."""
     probs = errata.class_probabilities_with(classifier, images_u8, stats_mismatch)
@@ -97,13 +104,11 @@ def sample_record(path, n, w, steps: int = SAMPLING["steps"]) -> dict:
 def stage_shipped(classifier, net) -> dict:
     """The two evaluation defects on SHIPPED_N samples of the shipped model (its own w, DDIM)."""
     _, cfg = load_model("pretrained")
-    valid, _ = load_mnist("valid")
     u, uc, labels, path = shipped_samples(SHIPPED_N, cfg.w, SHIPPED_STEPS)
     return {
         "scale": f"CPU-scale: {SHIPPED_N:,} samples, not the protocol's 10,000; compare FID with the "
                  "real-data FID at the same n",
-        "real_fid_same_n": {"value": fid_vs_test(valid[:SHIPPED_N].numpy(), net),
-                            "images": f"first {SHIPPED_N:,} MNIST validation images against the test set"},
+        "real_fid_same_n": real_fid_same_n(SHIPPED_N, net),
         "samples": sample_record(path, SHIPPED_N, cfg.w, SHIPPED_STEPS),
         "protocol": scores(u, labels, classifier, net),
         "clamp01": scores(uc, labels, classifier, net),
@@ -121,7 +126,6 @@ def stage_wsweep(classifier, net, n: int, ws=(0.0, 0.5, 1.0, 2.0, 4.0)) -> dict:
     """Guidance weight against quality and within-class diversity, shipped model, n images per w."""
     test, test_labels = load_mnist("test")
     keep = np.concatenate([np.flatnonzero(test_labels.numpy() == c)[: n // 10] for c in range(10)])
-    valid, _ = load_mnist("valid")
     rows = []
     for w in ws:
         u, _, labels, path = shipped_samples(n, w)
@@ -130,8 +134,7 @@ def stage_wsweep(classifier, net, n: int, ws=(0.0, 0.5, 1.0, 2.0, 4.0)) -> dict:
         print(f"w={w:g}: {rows[-1]['spread']}  IS {rows[-1]['inception_score']['mean']:.3f}  FID {rows[-1]['fid']:.2f}")
     real = {"images": f"MNIST test, first {n // 10} of each digit", "spread": spread(test[keep].numpy(),
             test_labels[keep].numpy(), classifier),
-            "fid_same_n": {"value": fid_vs_test(valid[:n].numpy(), net),
-                           "images": f"first {n} images of the MNIST valid split against the test set"}}
+            "fid_same_n": real_fid_same_n(n, net)}
     return {"n": n, "rows": rows, "real": real,
             "spread_definition": "mean over digits of tr Cov(features | digit): pixels in [-1, 1], or the "
                                  "classifier's 128 penultimate activations"}

@@ -16,18 +16,12 @@ import time
 from ddpm_lite import inception
 from ddpm_lite.book import repo_root, results_dir
 from ddpm_lite.cli import main as cli
-from ddpm_lite.data import load_mnist
 from ddpm_lite.io import provenance, read_json, write_json
+
+import errata_eval  # same folder: the real-data row at the same n
 
 OUT = results_dir() / "steps_sweep.json"
 SETTINGS = [("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("ancestral", 1000)]
-
-
-def real_fid_same_n(n: int) -> float:
-    net = inception.fid_network("cpu")
-    valid, _ = load_mnist("valid")
-    gen = inception.statistics_from_features(inception.cached_features(valid[:n].numpy(), net, progress=False))
-    return inception.frechet_distance(gen, inception.reference_statistics("test", net, progress=False))
 
 
 def main(argv=None) -> int:
@@ -41,8 +35,7 @@ def main(argv=None) -> int:
         "scale": f"CPU-scale: n = {args.n} images per row instead of the protocol's 10,000 (1000-step "
                  "sampling of 10,000 images needs a GPU); compare each FID with the real-data FID at the same n",
         "n": args.n, "w": args.w, "seed": 0, "model": "pretrained", "rows": [],
-        "real_fid_same_n": {"value": real_fid_same_n(args.n),
-                            "images": f"first {args.n} MNIST validation images against the test set"}}
+        "real_fid_same_n": errata_eval.real_fid_same_n(args.n, inception.fid_network("cpu"))}
     done = {(r["sampler"], r["steps"]) for r in results["rows"]}
     for sampler, steps in SETTINGS:
         if (sampler, steps) in done:

@@ -52,7 +52,7 @@ from .io import atomic_write_bytes, provenance, sha256_file, write_json
 
 __all__ = ["KINDS", "TABLES", "Unit", "Plan", "load_plan", "Layout", "balanced_labels", "npz_bytes",
            "Backend", "TrainOutcome", "Runner", "plan_states", "write_status", "format_plan_table",
-           "unit_estimate", "Packer", "PackFull",
+           "unit_estimate", "loss_curve", "PREVIEW", "Packer", "PackFull",
            "import_pack", "run_experiments"]
 
 KINDS = ("train", "sample", "evaluate")
@@ -268,6 +268,21 @@ def npz_bytes(compress: bool = True, **arrays) -> bytes:
     return buf.getvalue()
 
 
+def loss_curve(losses, points: int = 100) -> dict:
+    """The training loss as at most `points` window means, small enough for a results file.
+
+    Window k covers steps (k-1)*every+1 .. k*every; `step` is each window's last step."""
+    losses = [float(v) for v in losses]
+    every = max(1, math.ceil(len(losses) / points))
+    windows = [losses[i:i + every] for i in range(0, len(losses), every)]
+    return {"every": every, "step": [min(len(losses), (k + 1) * every) for k in range(len(windows))],
+            "loss": [round(sum(w) / len(w), 6) for w in windows]}
+
+
+# the first PREVIEW images of a sample set (10 of each digit) are kept beside its results file for figures
+PREVIEW = 100
+
+
 def _read_npz(path) -> dict:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
@@ -298,6 +313,9 @@ class Layout:
 
     def result_file(self, name) -> Path:
         return self.results / f"{name}.json"
+
+    def preview_file(self, name) -> Path:
+        return self.results / f"{name}.preview.npz"
 
     @property
     def status_file(self) -> Path:
@@ -773,6 +791,7 @@ class Runner:
             "model": self.layout.rel(model_path), "model_sha256": sha256_file(model_path),
             "weights_dtype": self.backend.weights_dtype,
             "final_loss_mean_last_100": sum(last) / max(1, len(last)),
+            "loss_curve": loss_curve(state.losses),
             "steps_this_call": out.steps_this_call, "seconds_this_call": round(out.seconds, 1),
             "steps_per_second_this_call": round(out.steps_this_call / out.seconds, 2) if out.seconds > 0 else None,
             "backend": self.backend.name, **self.backend.details("train"),
@@ -859,11 +878,15 @@ class Runner:
             "backend": self.backend.name, **self.backend.details("sample"),
             "provenance": provenance(str(self.backend.device))})
         sidecar = write_json(npz.with_suffix(".json"), result)    # read by evaluate_path ("samples" block)
+        preview = atomic_write_bytes(self.layout.preview_file(u.name),
+                                     npz_bytes(images=images[:PREVIEW], labels=lab[:PREVIEW]))
+        result["preview"] = {"file": self.layout.rel(preview), "sha256": sha256_file(preview),
+                             "what": f"the first {min(PREVIEW, len(images))} images of the set, for figures"}
         path = write_json(self.layout.result_file(u.name), result)
         for p in parts.glob("*"):
             p.unlink()
         parts.rmdir()
-        return _Result("done", f"{s['n']} images", files=[npz, sidecar, path])
+        return _Result("done", f"{s['n']} images", files=[npz, sidecar, preview, path])
 
     @staticmethod
     def _part_ok(part: Path, y) -> bool:

@@ -118,6 +118,13 @@ def test_shipped_plans_load_and_feed_every_table():
     assert paper.units[0].name == "linear_T1000"          # the model that Tables 1 and 3 share comes first
 
 
+def test_loss_curve_averages_windows_and_keeps_the_last_step():
+    c = xp.loss_curve([1.0, 3.0, 5.0, 7.0, 9.0], points=2)
+    assert c == {"every": 3, "step": [3, 5], "loss": [3.0, 8.0]}
+    assert xp.loss_curve([2.0] * 7, points=100) == {"every": 1, "step": list(range(1, 8)), "loss": [2.0] * 7}
+    assert len(xp.loss_curve(list(range(100_000)))["loss"]) == 100
+
+
 # --- the CPU runner ----------------------------------------------------------------------------
 def test_run_resume_skip_and_repair(tmp_path, one_thread):
     root = tmp_path / "xp"
@@ -136,6 +143,16 @@ def test_run_resume_skip_and_repair(tmp_path, one_thread):
     with np.load(root / results["samples"]) as z:
         assert z["images"].dtype == np.uint8 and z["images"].shape == (20, 28, 28)
         assert z["labels"].dtype == np.int64 and np.bincount(z["labels"]).tolist() == [2] * 10
+        images = z["images"]
+    with np.load(root / results["preview"]["file"]) as z:       # the figures' copy: the set's first images
+        assert np.array_equal(z["images"], images[:xp.PREVIEW]) and sha256_file(root / results["preview"]["file"]) \
+            == results["preview"]["sha256"]
+    trained_result = json.loads((root / "results/experiments/mini/tiny.json").read_text())
+    curve = trained_result["loss_curve"]
+    losses = [float(line.split(",")[1]) for line in
+              (root / "runs/experiments/mini/train/tiny/losses.csv").read_text().splitlines()[1:]]
+    assert curve["step"][-1] == len(losses) == 30
+    assert curve["loss"][0] == pytest.approx(np.mean(losses[:curve["every"]]), abs=1e-5)
 
     assert cli("--root", root) == 0                                 # all done: nothing is touched
     assert files_under(root) == after

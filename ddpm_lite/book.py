@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["SMALL", "REPOSITORY", "repo_root", "results_dir", "assets_dir", "pretrained_path", "load_result"]
+__all__ = ["SMALL", "REPOSITORY", "repo_root", "results_dir", "assets_dir", "pretrained_path", "result_bytes", "load_result",
+           "load_result_arrays"]
 
 #: Where the book's repository lives (the same as `repository.url` in _config.yml; a test checks it).
 REPOSITORY = "https://github.com/ddpm-lite/ddpm_lite"
@@ -40,24 +41,41 @@ def _raw_url(name: str) -> str:
     return REPOSITORY.replace("https://github.com/", "https://raw.githubusercontent.com/") + f"/main/results/{name}"
 
 
-def load_result(name: str) -> dict:
-    """A committed results file (`results/NAME`, JSON) that a chapter shows.
+def result_bytes(name: str) -> bytes:
+    """The bytes of a committed results file (`results/NAME`) that a chapter shows.
 
     Read from the clone when there is one. A pip-installed package (Colab) has no `results/`
-    folder, so the file is then fetched from the repository instead; offline, the error says which
-    script writes the file.
+    folder, so the file is then fetched from the repository instead; offline, the error says so and
+    what to do.
     """
-    import json
     from .errors import DDPMLiteError
-    from .io import read_json
     local = results_dir() / name
     if local.is_file():
-        return read_json(local)
+        return local.read_bytes()
     import urllib.request
     try:
         with urllib.request.urlopen(_raw_url(name), timeout=30) as r:
-            return json.loads(r.read().decode())
-    except (OSError, ValueError) as e:
+            return r.read()
+    except OSError as e:
         raise DDPMLiteError(f"results/{name} is not here and could not be fetched from {_raw_url(name)} "
                             f"({type(e).__name__}). Run the script that writes it (see README.md), or read "
                             "the chapter from a clone of the repository.") from None
+
+
+def load_result(name: str) -> dict:
+    """A committed JSON results file, `results/NAME` (see `result_bytes` for where it comes from)."""
+    import json
+    from .errors import DDPMLiteError
+    try:
+        return json.loads(result_bytes(name).decode())
+    except ValueError as e:
+        raise DDPMLiteError(f"results/{name} is not valid JSON ({e}); restore it with git or rerun the "
+                            "script that writes it.") from None
+
+
+def load_result_arrays(name: str) -> dict:
+    """A committed .npz results file (images for figures) as {key: array}; never unpickles."""
+    import io
+    import numpy as np
+    with np.load(io.BytesIO(result_bytes(name)), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

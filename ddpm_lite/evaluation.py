@@ -195,7 +195,8 @@ def format_summary(result: dict) -> str:
 
 
 def reference_rows(out_json=None, device="auto", progress: bool = True,
-                   fid_sizes=(10_000, 5_000, 2_000, 1_000)) -> dict:
+                   fid_sizes=(10_000, 5_000, 2_000, 1_000),
+                   sample_sizes=(10_000, 5_000, 2_000, 1_000, 500)) -> dict:
     """The real-data rows that no generator should beat, written to `results/reference.json`.
 
     - FID of the MNIST 'valid' split (last 10,000 training images) against the 10,000 test
@@ -223,8 +224,17 @@ def reference_rows(out_json=None, device="auto", progress: bool = True,
         n = min(n, len(f_test), len(f_valid))
         fid_by_n.append({"n": n, "fid": inception.frechet_distance(
             inception.statistics_from_features(f_valid[:n]), inception.statistics_from_features(f_test[:n]))})
+    # A set of n generated images is scored against all 10,000 test images, so its real-data row is
+    # n real images (the first n of the valid split) against the same 10,000, not n against n.
+    stats_test = inception.statistics_from_features(f_test)
+    fid_n_vs_test = [{"n": min(n, len(f_valid)), "fid": inception.frechet_distance(
+        inception.statistics_from_features(f_valid[:n]), stats_test)} for n in sample_sizes]
     probs = class_probabilities(classifier, test_x)
     is_mean, is_std = inception_score(probs, IS_SPLITS)
+    is_by_n = []
+    for n in sample_sizes:                   # IS with 10 splits depends on n too (n/10 images per split)
+        m, sd = inception_score(probs[:n], IS_SPLITS)
+        is_by_n.append({"n": min(n, len(probs)), "mean": m, "std": sd})
     result = {
         "what": "reference rows: real MNIST images scored with the book's evaluation protocol",
         "fid_valid_vs_test": {"value": fid_by_n[0]["fid"], "n": fid_by_n[0]["n"],
@@ -234,6 +244,11 @@ def reference_rows(out_json=None, device="auto", progress: bool = True,
                               "weights_sha256": net.weights_sha256},
         "fid_by_n": fid_by_n,
         "fid_by_n_note": "first n images of the valid split against the first n test images",
+        "fid_n_vs_test": fid_n_vs_test,
+        "fid_n_vs_test_note": "first n images of the valid split against all 10,000 test images: the real-data "
+                              "row for a set of n generated images, which is scored against the same 10,000",
+        "inception_score_test_by_n": is_by_n,
+        "inception_score_test_by_n_note": f"the first n test images, {IS_SPLITS} splits",
         "inception_score_test": {"mean": is_mean, "std": is_std, "splits": IS_SPLITS, "shuffle_seed": 0,
                                  "n": int(len(test_x))},
         "classifier_accuracy_test": classifier_accuracy(classifier, test_x, test_y),

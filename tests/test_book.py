@@ -68,3 +68,35 @@ def test_load_result_reads_the_clone_and_explains_when_offline(monkeypatch, tmp_
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(DDPMLiteError, match="results/reference.json is not here.*raw.githubusercontent"):
         book.load_result("reference.json")
+    with pytest.raises(DDPMLiteError, match="results/x.preview.npz is not here"):
+        book.load_result_arrays("x.preview.npz")
+
+
+def test_load_result_arrays_reads_npz_without_pickle(monkeypatch, tmp_path):
+    import numpy as np
+
+    from ddpm_lite import book
+    from ddpm_lite.errors import DDPMLiteError
+    monkeypatch.setattr(book, "results_dir", lambda: tmp_path)
+    np.savez(tmp_path / "p.npz", images=np.arange(6, dtype=np.uint8).reshape(2, 3))
+    assert book.load_result_arrays("p.npz")["images"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    np.savez(tmp_path / "bad.npz", objects=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="pickle"):
+        book.load_result_arrays("bad.npz")
+    (tmp_path / "torn.json").write_text('{"a": ')
+    with pytest.raises(DDPMLiteError, match="not valid JSON"):
+        book.load_result("torn.json")
+
+
+def test_reference_rows_for_every_sample_size_agree_with_each_other():
+    from ddpm_lite.book import load_result
+    ref = load_result("reference.json")
+    vs_test = {r["n"]: r["fid"] for r in ref["fid_n_vs_test"]}
+    n_vs_n = {r["n"]: r["fid"] for r in ref["fid_by_n"]}
+    assert vs_test[10_000] == ref["fid_valid_vs_test"]["value"] == n_vs_n[10_000]
+    ns = sorted(vs_test)
+    assert all(vs_test[a] > vs_test[b] for a, b in zip(ns, ns[1:])), "FID must fall as n grows"
+    # n real images against all 10,000 test images sit closer than n against n
+    assert all(vs_test[n] < n_vs_n[n] for n in n_vs_n if n < 10_000)
+    is_by_n = {r["n"]: r["mean"] for r in ref["inception_score_test_by_n"]}
+    assert is_by_n[10_000] == ref["inception_score_test"]["mean"]

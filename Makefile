@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test unit nbval export check-export students book execute classifier pretrained bench reference errata steps clean
+.PHONY: venv demo test unit nbval export check-export students book execute classifier pretrained bench reference errata steps experiments clean
 
 venv: $(STAMP)
 
@@ -72,6 +72,10 @@ reference: venv
 # Speed: every figure side by side with its baseline, as a ratio; writes results/bench.json.
 bench: venv
 	$(BIN)/python scripts/bench.py
+
+# Chapters 8 and 9: the paper's Tables 1-3 and our configuration's ablations at CPU scale (resumable).
+experiments: venv
+	$(BIN)/ddpm-lite experiments plans/cpu.json
 
 # Chapter 10: the evaluation slips and w vs diversity, then the training slips (each resumable).
 errata: venv

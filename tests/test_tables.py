@@ -127,3 +127,12 @@ def test_committed_plan_results_are_complete_and_consistent(plan):
     rows = tables.evaluation_rows(results)
     for n in {r["n"] for r in rows}:
         tables.real_rows(n)                          # every sample size has its real-data row
+
+
+def test_sampler_rows_put_ancestral_first_then_ddim_by_steps():
+    rows = [row(model="best", sampler="ddim", steps=20, n=500), row(model="best", sampler="ancestral", steps=1000, n=500),
+            row(model="best", sampler="ddim", steps=50, n=500), row(model="best", sampler="ddim", steps=50, n=1000),
+            row(model="other", sampler="ancestral", steps=1000, n=500)]
+    got = tables.sampler_rows(rows, "best", n=500)
+    assert [(r["sampler"], r["steps"]) for r in got] == [("ancestral", 1000), ("ddim", 50), ("ddim", 20)]
+    assert len(tables.sampler_rows(rows, "best")) == 4

@@ -41,21 +41,28 @@ def _raw_url(name: str) -> str:
     return REPOSITORY.replace("https://github.com/", "https://raw.githubusercontent.com/") + f"/main/results/{name}"
 
 
+# files fetched from the repository in this session: a chapter reads reference.json many times
+_FETCHED: dict = {}
+
+
 def result_bytes(name: str) -> bytes:
     """The bytes of a committed results file (`results/NAME`) that a chapter shows.
 
     Read from the clone when there is one. A pip-installed package (Colab) has no `results/`
-    folder, so the file is then fetched from the repository instead; offline, the error says so and
-    what to do.
+    folder, so the file is then fetched from the repository instead, once per session; offline, the
+    error says so and what to do. Local files are read afresh each time (a script may rewrite them).
     """
     from .errors import DDPMLiteError
     local = results_dir() / name
     if local.is_file():
         return local.read_bytes()
+    if name in _FETCHED:
+        return _FETCHED[name]
     import urllib.request
     try:
         with urllib.request.urlopen(_raw_url(name), timeout=30) as r:
-            return r.read()
+            _FETCHED[name] = r.read()
+            return _FETCHED[name]
     except OSError as e:
         raise DDPMLiteError(f"results/{name} is not here and could not be fetched from {_raw_url(name)} "
                             f"({type(e).__name__}). Run the script that writes it (see README.md), or read "

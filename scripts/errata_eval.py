@@ -19,6 +19,7 @@ from ddpm_lite import errata, inception
 from ddpm_lite.book import repo_root, results_dir
 from ddpm_lite.checkpoint import load_model, resolve_model_file
 from ddpm_lite.data import load_mnist, to_float
+from ddpm_lite.experiments import balanced_labels
 from ddpm_lite.forward import make_schedule
 from ddpm_lite.io import atomic_write_bytes, provenance, read_json, sha256_file, write_json
 from ddpm_lite.metrics import conditional_accuracy, inception_score, load_classifier
@@ -29,11 +30,6 @@ RUNS = repo_root() / "runs" / "errata"
 SAMPLING = dict(sampler="ddim", steps=50, seed=0, batch_size=100)
 SHIPPED_STEPS = 20   # 20 DDIM steps keep generation to minutes on a 2-core CPU
 SHIPPED_N = 2_000    # CPU-scale: Inception features of 2 x 10,000 samples cost about an hour and a half here
-
-
-def balanced_labels(n: int) -> torch.Tensor:
-    """n labels, n/10 of each digit, in the order 0..9, 0..9, ..."""
-    return torch.arange(10).repeat(n // 10)
 
 
 def fid_vs_test(images_u8, net) -> float:

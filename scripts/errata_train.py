@@ -19,6 +19,7 @@ from ddpm_lite import errata, inception
 from ddpm_lite.book import repo_root, results_dir
 from ddpm_lite.checkpoint import load_model, resolve_model_file
 from ddpm_lite.config import get_config
+from ddpm_lite.experiments import balanced_labels
 from ddpm_lite.forward import make_schedule
 from ddpm_lite.io import provenance, read_json, sha256_file, write_json
 from ddpm_lite.metrics import load_classifier
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         train(cfg, run_dir, device="cpu", progress=False)
         model, cfg = load_model(run_dir)
         model = errata.sampling_model(model, cfg.replace(null_at_sampling=null))
-        y = errata_eval.balanced_labels(args.n)
+        y = balanced_labels(args.n)
         with torch.inference_mode():
             x = generate(model, make_schedule(cfg.schedule, cfg.T), y, cfg.w, "ddim", 50, seed=0,
                          batch_size=100, progress=False)

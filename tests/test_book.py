@@ -100,3 +100,23 @@ def test_reference_rows_for_every_sample_size_agree_with_each_other():
     assert all(vs_test[n] < n_vs_n[n] for n in n_vs_n if n < 10_000)
     is_by_n = {r["n"]: r["mean"] for r in ref["inception_score_test_by_n"]}
     assert is_by_n[10_000] == ref["inception_score_test"]["mean"]
+
+
+def test_a_fetched_result_is_downloaded_once_per_session(monkeypatch, tmp_path):
+    import io
+    import urllib.request
+
+    from ddpm_lite import book
+    monkeypatch.setattr(book, "results_dir", lambda: tmp_path)           # no clone: fetch from the repository
+    monkeypatch.setattr(book, "_FETCHED", {})
+    calls = []
+
+    def fake_urlopen(url, timeout):
+        calls.append(url)
+        return io.BytesIO(b'{"fid": 1.5}')
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    assert book.load_result("reference.json") == {"fid": 1.5}
+    assert book.load_result("reference.json") == {"fid": 1.5}
+    assert calls == [book._raw_url("reference.json")]
+    (tmp_path / "reference.json").write_text('{"fid": 2.5}')            # a local file always wins, read afresh
+    assert book.load_result("reference.json") == {"fid": 2.5}

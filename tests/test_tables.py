@@ -136,3 +136,13 @@ def test_sampler_rows_put_ancestral_first_then_ddim_by_steps():
     got = tables.sampler_rows(rows, "best", n=500)
     assert [(r["sampler"], r["steps"]) for r in got] == [("ancestral", 1000), ("ddim", 50), ("ddim", 20)]
     assert len(tables.sampler_rows(rows, "best")) == 4
+
+
+def test_ablation_rows_keep_one_row_per_model_at_the_given_n():
+    rows = [row(model="best", w=1.0, n=1000, fid=60.0), row(model="best", w=1.0, n=500, fid=64.0),
+            row(model="best_l1", w=1.0, n=1000, fid=66.0), row(model="best_l1", w=1.0, n=1000, steps=20)]
+    results = {m: {"config": {"name": m}} for m in ("best", "best_l1")}
+    got = tables.ablation_rows(rows, results, n=500)
+    assert [(r["model"], r["fid"]) for r in got] == [("best", 64.0)]
+    got = tables.ablation_rows(rows, results, n=1000)
+    assert [(r["model"], r["fid"], r["config"]["name"]) for r in got] == [("best", 60.0, "best"), ("best_l1", 66.0, "best_l1")]

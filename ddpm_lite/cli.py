@@ -81,33 +81,38 @@ def train_command(preset: str, run_dir: Path, overrides: dict, device="auto", pr
     from .config import get_config
     from .distributed import barrier, init_from_env, shutdown
     from .io import atomic_write_bytes, provenance, write_json
+    from .runlock import rank0_folder_lock
     from .training import train
     cfg = get_config(preset, **overrides)            # validated before any work starts
     ctx = init_from_env(device, cfg.batch_size)      # one process, or this rank's share of a torchrun job
     dev = ctx.device
-    if ctx.is_main:
-        print(f"training preset '{preset}' on {dev} into {run_dir}"
-              + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
-    t0 = time.time()
-    try:
-        state = train(cfg, run_dir, device=dev, progress=progress)
-    except KeyboardInterrupt as e:
+    # one writer per run folder: a second command into it stops here, naming the process that writes it
+    with rank0_folder_lock(run_dir, ctx, "run folder", "Wait for that run to finish (or stop it), or train "
+                           "into another folder with --name NAME or --run-dir DIR."):
         if ctx.is_main:
-            print(f"\ninterrupted: {e or 'stopped'}. Run the same command again to resume.", file=sys.stderr)
-        raise SystemExit(130)
-    seconds = time.time() - t0
-    model_path = run_dir / "model.pt"
-    if ctx.is_main:                                  # every rank holds the same weights; rank 0 writes them
-        save_model_file(model_path, cfg, state.ema.model.state_dict(), state.step)
-        csv = "step,loss\n" + "".join(f"{i + 1},{v:.6f}\n" for i, v in enumerate(state.losses))
-        atomic_write_bytes(run_dir / "losses.csv", csv.encode())
-        write_json(run_dir / "train.json", {
-            "preset": preset, "overrides": {k: str(v) for k, v in overrides.items()}, "config": cfg.to_dict(),
-            "steps": state.step, "final_loss_mean_last_100": sum(state.losses[-100:]) / max(1, len(state.losses[-100:])),
-            "seconds_this_call": round(seconds, 1), "provenance": provenance(str(dev)),
-            **({"processes": ctx.world_size} if ctx.enabled else {})})
-        print(f"model: {model_path}")
-    barrier(ctx)                                     # the other ranks leave only once the run is written
+            print(f"training preset '{preset}' on {dev} into {run_dir}"
+                  + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
+        t0 = time.time()
+        try:
+            state = train(cfg, run_dir, device=dev, progress=progress)
+        except KeyboardInterrupt as e:
+            if ctx.is_main:
+                print(f"\ninterrupted: {e or 'stopped'}. Run the same command again to resume.", file=sys.stderr)
+            raise SystemExit(130)
+        seconds = time.time() - t0
+        model_path = run_dir / "model.pt"
+        if ctx.is_main:                                  # every rank holds the same weights; rank 0 writes them
+            save_model_file(model_path, cfg, state.ema.model.state_dict(), state.step)
+            csv = "step,loss\n" + "".join(f"{i + 1},{v:.6f}\n" for i, v in enumerate(state.losses))
+            atomic_write_bytes(run_dir / "losses.csv", csv.encode())
+            write_json(run_dir / "train.json", {
+                "preset": preset, "overrides": {k: str(v) for k, v in overrides.items()}, "config": cfg.to_dict(),
+                "steps": state.step,
+                "final_loss_mean_last_100": sum(state.losses[-100:]) / max(1, len(state.losses[-100:])),
+                "seconds_this_call": round(seconds, 1), "provenance": provenance(str(dev)),
+                **({"processes": ctx.world_size} if ctx.enabled else {})})
+            print(f"model: {model_path}")
+        barrier(ctx)                                     # the other ranks leave only once the run is written
     shutdown(ctx)
     return model_path
 

@@ -1,7 +1,8 @@
-"""The one exception type that ddpm_lite raises for problems a user can fix.
+"""The exceptions that ddpm_lite raises for problems a user can fix.
 
-Plumbing module (hand-written, not exported from a notebook). Every message says what is
-wrong and what to do about it; the command line prints it without a traceback.
+Plumbing module (hand-written, not exported from a notebook). Every one is a DDPMLiteError
+(ConfigError is also a ValueError), and every message says what is wrong and what to do about
+it; the command line prints it as one line starting with `error:`, without a traceback.
 """
 
 
@@ -23,3 +24,14 @@ class DataError(DDPMLiteError):
 
 class TrainingDiverged(DDPMLiteError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class FolderLocked(DDPMLiteError):
+    """Another process is writing a run folder or a plan's folders (ddpm_lite.runlock).
+
+    `folder` is the folder; `holder` the record of the process holding it (pid, host, started,
+    command), or None when it could not be read."""
+
+    def __init__(self, message: str, folder=None, holder: dict | None = None):
+        super().__init__(message)
+        self.folder, self.holder = folder, holder

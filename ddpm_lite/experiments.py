@@ -49,11 +49,12 @@ import numpy as np
 
 from .errors import ConfigError, DDPMLiteError, DataError
 from .io import atomic_write_bytes, provenance, sha256_file, write_json
+from .runlock import folder_lock
 
 __all__ = ["KINDS", "TABLES", "Unit", "Plan", "load_plan", "Layout", "balanced_labels", "npz_bytes",
            "Backend", "TrainOutcome", "Runner", "plan_states", "write_status", "format_plan_table",
            "unit_estimate", "loss_curve", "PREVIEW", "Packer", "PackFull",
-           "import_pack", "run_experiments"]
+           "import_pack", "plan_lock", "run_experiments"]
 
 KINDS = ("train", "sample", "evaluate")
 TABLES = ("1", "2", "3", "best")
@@ -327,6 +328,14 @@ class Layout:
             return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
         except ValueError:
             return str(path)
+
+
+def plan_lock(plan: Plan, layout: Layout):
+    """The lock of a plan's folder (runs/experiments/PLAN), held while units or an import write the
+    plan's files; a second writer stops with FolderLocked naming the process that holds it."""
+    return folder_lock(layout.runs, f"plan {plan.name!r} folder",
+                       f"Wait for that run of the plan to finish, or stop it; `ddpm-lite experiments "
+                       f"{plan.path} --dry-run` shows the plan's state meanwhile.")
 
 
 def _read_result(layout: Layout, name: str) -> dict | None:
@@ -696,7 +705,12 @@ class Runner:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict:
         """Every unit in priority order; with a budget, units that cannot finish in the time left
-        are passed over for later ones that can, and unfinished training uses what time remains."""
+        are passed over for later ones that can, and unfinished training uses what time remains.
+        The plan's folder is locked meanwhile: a second writer stops with FolderLocked."""
+        with plan_lock(self.plan, self.layout):
+            return self._run_units()
+
+    def _run_units(self) -> dict:
         todo = [u for u in self.plan.units if self.only is None or u.kind in self.only]
         deferred = []
         try:
@@ -773,6 +787,12 @@ class Runner:
 
     # -- train ----------------------------------------------------------------------------------
     def _run_train(self, u: Unit, must_finish: bool) -> _Result:
+        # the unit's run folder is locked too: `ddpm-lite train --run-dir` into it stops at once
+        with folder_lock(self.layout.train_dir(u.name), "run folder", "It is a train unit of a running "
+                         "experiment plan; wait for the plan to finish, or stop it."):
+            return self._train_unit(u, must_finish)
+
+    def _train_unit(self, u: Unit, must_finish: bool) -> _Result:
         cfg = u.config
         run_dir = self.layout.train_dir(u.name)
         out = self.backend.train(cfg, run_dir, self.deadline, must_finish)
@@ -1085,8 +1105,9 @@ def run_experiments(plan_path, only=None, budget_minutes=None, dry_run=False, de
     if budget_minutes is not None and not (budget_minutes >= 0 and math.isfinite(budget_minutes)):
         raise ConfigError(f"--budget-minutes must be a number of minutes >= 0, got {budget_minutes}.")
     if import_dir is not None:
-        import_pack(import_dir, plan, layout, log=log)
-        write_status(plan, layout)
+        with plan_lock(plan, layout):
+            import_pack(import_dir, plan, layout, log=log)
+            write_status(plan, layout)
         log(format_plan_table(plan, layout, "cpu", only))
         return 0
     if dry_run:                  # a device type is enough for estimates: plan a GPU run from a CPU

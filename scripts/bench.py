@@ -30,12 +30,14 @@ What it measures.
   Inception pool3 features with and without channels_last, when the package provides them.
 - fast paths: channels_last memory format for each U-Net (training step and forward pass), and
   Adam/AdamW as a for-loop (PyTorch's default on the CPU) against foreach and fused kernels.
+
+The fast paths and the plain ways they are compared with are in ddpm_lite.fastpaths, where
+tests/test_fastpaths.py checks that each pair computes the same numbers.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import os
 import random
 import statistics
@@ -45,25 +47,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 
 from ddpm_lite.book import results_dir  # noqa: E402
 from ddpm_lite.config import get_config  # noqa: E402
+from ddpm_lite.fastpaths import (CL, CountingStub, benchmark_images, channels_last_batch,  # noqa: E402
+                                 channels_last_copy, count_flops, default_optimizer_kind, optimizer_variant,
+                                 reverse_step, two_pass_eps)
 from ddpm_lite.forward import make_schedule  # noqa: E402
-from ddpm_lite.guidance import NULL_LABEL, guided_eps  # noqa: E402
+from ddpm_lite.guidance import guided_eps  # noqa: E402
 from ddpm_lite.io import provenance, write_json  # noqa: E402
-from ddpm_lite.reverse import mu_from_eps, posterior_variance  # noqa: E402
+from ddpm_lite.reverse import posterior_variance  # noqa: E402
 from ddpm_lite.sampling import ancestral_sample, ddim_sample  # noqa: E402
-from ddpm_lite.training import Batch, draw_batch, make_optimizer, train_step  # noqa: E402
+from ddpm_lite.training import draw_batch, make_optimizer, train_step  # noqa: E402
 from ddpm_lite.unet import build_model, count_parameters  # noqa: E402
 
-CL = torch.channels_last
 FLOP_COUNT_BATCH = 2   # FLOPs are counted at this batch and scaled: every counted op is per image
 
 @dataclass(frozen=True)
-class Plan:
+class BenchSizes:
     """How big and how often: the default run and the --quick smoke test."""
     matmul_n: int = 2048
     train_batch: tuple = (("paper", 32), ("quick", None), ("best", None))   # None: the preset's batch size
@@ -82,12 +85,12 @@ class Plan:
     budget_s: float = 6.0
 
 
-PLANS = {
-    "default": Plan(),
-    "quick": Plan(matmul_n=512, train_batch=(("paper", 2), ("quick", 2), ("best", 2)),
-                  sample_batch=(("paper", 2), ("quick", 2)), whole_sample_batch=1, sampler_probe_steps=1,
-                  classifier_batched=50, classifier_single=5, inception_n=1, optimizer_steps=1,
-                  warmup=0, repeats=1, pair_repeats=1, probe_repeats=1, max_repeats=1, budget_s=0.0),
+SIZES = {
+    "default": BenchSizes(),
+    "quick": BenchSizes(matmul_n=512, train_batch=(("paper", 2), ("quick", 2), ("best", 2)),
+                        sample_batch=(("paper", 2), ("quick", 2)), whole_sample_batch=1, sampler_probe_steps=1,
+                        classifier_batched=50, classifier_single=5, inception_n=1, optimizer_steps=1,
+                        warmup=0, repeats=1, pair_repeats=1, probe_repeats=1, max_repeats=1, budget_s=0.0),
 }
 
 # The targets the book states; printed as observations, never asserted.
@@ -155,83 +158,10 @@ def loadavg() -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers shared with tests/test_fastpaths.py
-# ---------------------------------------------------------------------------------------------
-def two_pass_eps(model, x, t, y, w: float) -> torch.Tensor:
-    """Guidance as the paper's code does it: two separate forward passes, the unconditional one even at w = 0.
-
-    eps-tilde = (1 + w) eps(x_t, t, c) - w eps(x_t, t)   (eq 6)
-    """
-    eps_cond = model(x, t, y)
-    eps_uncond = model(x, t, torch.full_like(y, NULL_LABEL))
-    return (1 + w) * eps_cond - w * eps_uncond
-
-
-def channels_last_copy(model: nn.Module) -> nn.Module:
-    """A copy of `model` whose 4-D weights use the channels_last memory format (same values)."""
-    return copy.deepcopy(model).to(memory_format=CL)
-
-
-def channels_last_batch(batch: Batch) -> Batch:
-    return Batch(batch.x0.contiguous(memory_format=CL), batch.y, batch.t, batch.eps.contiguous(memory_format=CL))
-
-
-def optimizer_variant(cfg, model: nn.Module, kind: str) -> torch.optim.Optimizer:
-    """The preset's optimizer (`make_optimizer`'s class and settings) as a for-loop, foreach or fused kernel."""
-    base = make_optimizer(cfg, model)
-    flags = {"for_loop": dict(foreach=False, fused=False), "foreach": dict(foreach=True, fused=False),
-             "fused": dict(foreach=False, fused=True)}[kind]
-    accepted = inspect.signature(type(base).__init__).parameters
-    settings = {k: v for k, v in base.defaults.items() if k in accepted}
-    return type(base)(model.parameters(), **{**settings, **flags})
-
-
-def count_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-class CountingStub(nn.Module):
-    """Predicts zero noise and counts its forward calls and images: runs the samplers at full length for free."""
-
-    def __init__(self):
-        super().__init__()
-        self.scale = nn.Parameter(torch.zeros(()))
-        self.calls = self.images = 0
-
-    def forward(self, x, t, y):
-        self.calls += 1
-        self.images += len(x)
-        return x * self.scale
-
-
-def reverse_step(eps_fn, model, sched, var, x, t, y, w):
-    """One step of Algorithm 2 with a given way of computing the guided noise prediction."""
-    eps = eps_fn(model, x, t, y, w)
-    mean = mu_from_eps(sched, x, t, eps)
-    # x_{t-1} = mu + sigma_t z
-    return mean + var[int(t[0])].sqrt().to(x.dtype) * torch.randn(x.shape)
-
-
-def _data(float_images: bool):
-    """MNIST test images (float in [-1, 1] or uint8) and labels; random stand-ins if MNIST is unavailable."""
-    try:
-        from ddpm_lite.data import load_mnist, load_mnist_float
-        return (load_mnist_float if float_images else load_mnist)("test") + ("MNIST test set",)
-    except Exception as e:  # timing does not depend on pixel values
-        g = torch.Generator().manual_seed(0)
-        imgs = (torch.rand((1000, 1, 28, 28), generator=g) * 2 - 1 if float_images
-                else torch.randint(0, 256, (1000, 28, 28), generator=g, dtype=torch.uint8))
-        return imgs, torch.randint(10, (1000,), generator=g), f"random images ({type(e).__name__}: MNIST unavailable)"
-
-
-# ---------------------------------------------------------------------------------------------
 # Sections
 # ---------------------------------------------------------------------------------------------
-def group(plan: Plan, variants: dict, baseline: str | None = None) -> dict:
-    return measure(variants, plan.repeats, plan.warmup, baseline, plan.max_repeats, plan.budget_s)
+def group(sizes: BenchSizes, variants: dict, baseline: str | None = None) -> dict:
+    return measure(variants, sizes.repeats, sizes.warmup, baseline, sizes.max_repeats, sizes.budget_s)
 
 
 def matmul_fn(n: int):
@@ -240,13 +170,13 @@ def matmul_fn(n: int):
     return (lambda: torch.mm(a, b)), 2 * n ** 3
 
 
-def bench_matmul(plan: Plan) -> dict:
-    mm, flops = matmul_fn(plan.matmul_n)
-    r = timings(measure({"mm": mm}, plan.repeats + 2, plan.warmup, None, plan.max_repeats + 2, plan.budget_s)["mm"])
-    return {"n": plan.matmul_n, "flop": flops, **r, "gflop_per_s": _round(flops / r["median_s"] / 1e9)}
+def bench_matmul(sizes: BenchSizes) -> dict:
+    mm, flops = matmul_fn(sizes.matmul_n)
+    r = timings(measure({"mm": mm}, sizes.repeats + 2, sizes.warmup, None, sizes.max_repeats + 2, sizes.budget_s)["mm"])
+    return {"n": sizes.matmul_n, "flop": flops, **r, "gflop_per_s": _round(flops / r["median_s"] / 1e9)}
 
 
-def bench_training(plan: Plan, preset: str, batch_size: int | None, images, labels) -> dict:
+def bench_training(sizes: BenchSizes, preset: str, batch_size: int | None, images, labels) -> dict:
     """One train_step of a preset: contiguous (the package's path), channels_last and the matmul yardstick, back to back.
 
     The fraction of matmul FLOP/s is taken round by round (step and matmul timed in the same round)."""
@@ -263,8 +193,8 @@ def bench_training(plan: Plan, preset: str, batch_size: int | None, images, labe
     opt, opt_cl = make_optimizer(cfg, model), make_optimizer(cfg, model_cl)
     batch = draw_batch(cfg, 0, images, labels)
     batch_cl = channels_last_batch(batch)
-    mm, mm_flops = matmul_fn(plan.matmul_n)
-    r = group(plan, {"contiguous": lambda: train_step(model, opt, sched, batch, cfg),
+    mm, mm_flops = matmul_fn(sizes.matmul_n)
+    r = group(sizes, {"contiguous": lambda: train_step(model, opt, sched, batch, cfg),
                      "channels_last": lambda: train_step(model_cl, opt_cl, sched, batch_cl, cfg),
                      "matmul": mm}, "contiguous")
     t = r["contiguous"]["median_s"]
@@ -284,7 +214,7 @@ def bench_training(plan: Plan, preset: str, batch_size: int | None, images, labe
             "channels_last_speedup": r["channels_last"]["speedup"]}
 
 
-def bench_optimizer(plan: Plan, preset: str) -> dict:
+def bench_optimizer(sizes: BenchSizes, preset: str) -> dict:
     """The optimizer step alone (gradients filled in), as a for-loop, foreach and fused kernel."""
     cfg = get_config(preset)
     torch.manual_seed(0)
@@ -292,31 +222,24 @@ def bench_optimizer(plan: Plan, preset: str) -> dict:
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
     opts = {kind: optimizer_variant(cfg, model, kind) for kind in ("for_loop", "foreach", "fused")}
-    steps = plan.optimizer_steps
+    steps = sizes.optimizer_steps
 
     def run(opt):
         return lambda: [opt.step() for _ in range(steps)]
-    r = group(plan, {k: run(o) for k, o in opts.items()}, "for_loop")
+    r = group(sizes, {k: run(o) for k, o in opts.items()}, "for_loop")
     out = {"preset": preset, "optimizer": type(opts["for_loop"]).__name__, "parameters": count_parameters(model),
-           "default_on_cpu": _default_kind(model)}
+           "default_on_cpu": default_optimizer_kind(model)}
     for k in opts:
         out[k] = {"step_ms": _round(r[k]["median_s"] / steps * 1e3), "times_s": r[k]["times_s"],
                   **({"speedup": r[k]["speedup"]} if k != "for_loop" else {})}
     return out
 
 
-def _default_kind(model: nn.Module) -> str:
-    """What torch.optim.Adam picks when neither foreach nor fused is given, for these parameters."""
-    from torch.optim.optimizer import _default_to_fused_or_foreach
-    fused, foreach = _default_to_fused_or_foreach(list(model.parameters()), differentiable=False, use_fused=False)
-    return "fused" if fused else "foreach" if foreach else "for_loop"
-
-
 def _max_diff(a, b) -> float:
     return _round(float((torch.as_tensor(a) - torch.as_tensor(b)).abs().max()), 3)
 
 
-def bench_sampling(plan: Plan, preset: str, batch: int) -> dict:
+def bench_sampling(sizes: BenchSizes, preset: str, batch: int) -> dict:
     """One reverse step: the paper's two passes vs batched guidance (w > 0) vs skipping at w = 0, and more."""
     cfg = get_config(preset)
     w = cfg.w if cfg.w > 0 else 1.0
@@ -352,8 +275,8 @@ def bench_sampling(plan: Plan, preset: str, batch: int) -> dict:
              "inference_mode": ("batched_autograd_on", "batched", "inference_mode_over_autograd_on")}
     per_step, speedup, outputs = {}, {}, {}
     for pair, (base, fast, key) in pairs.items():
-        r = measure({base: variants[base], fast: variants[fast]}, plan.pair_repeats, plan.warmup, base,
-                    plan.max_repeats, plan.budget_s)
+        r = measure({base: variants[base], fast: variants[fast]}, sizes.pair_repeats, sizes.warmup, base,
+                    sizes.max_repeats, sizes.budget_s)
         per_step[pair] = {k: {**timings(v), "images_per_s": _round(batch / v["median_s"])} for k, v in r.items()}
         speedup[key] = r[fast]["speedup"]
         outputs.update({k: v["output"] for k, v in r.items()})
@@ -368,14 +291,14 @@ def bench_sampling(plan: Plan, preset: str, batch: int) -> dict:
                             "skip_w0_vs_two_pass_w0": _max_diff(outputs["skip_w0"], outputs["two_pass_w0"]),
                             "channels_last_vs_contiguous": _max_diff(outputs["batched_channels_last"],
                                                                      outputs["batched"])}}
-    out["whole_sample"] = bench_whole_sample(plan, cfg, model, w)
+    out["whole_sample"] = bench_whole_sample(sizes, cfg, model, w)
     return out
 
 
-def bench_whole_sample(plan: Plan, cfg, model, w: float) -> dict:
+def bench_whole_sample(sizes: BenchSizes, cfg, model, w: float) -> dict:
     """DDIM at 50 and 20 steps against 1000 ancestral steps: forward passes counted, time = per-step time x steps."""
     sched = make_schedule(cfg.schedule, cfg.T)
-    batch, probe = plan.whole_sample_batch, plan.sampler_probe_steps
+    batch, probe = sizes.whole_sample_batch, sizes.sampler_probe_steps
     y = torch.arange(batch) % 10
     counts = {}
     for name, run in {"ancestral_1000": lambda m: ancestral_sample(m, sched, y[:1], w),
@@ -390,7 +313,7 @@ def bench_whole_sample(plan: Plan, cfg, model, w: float) -> dict:
     # the two steps cost nearly the same, so the ratio needs more rounds than most to settle
     r = measure({"ancestral": lambda: ancestral_sample(model, short, y, w),
                  "ddim": lambda: ddim_sample(model, sched, y, w, steps=probe)},
-                plan.probe_repeats, plan.warmup, None, plan.max_repeats, plan.budget_s)
+                sizes.probe_repeats, sizes.warmup, None, sizes.max_repeats, sizes.budget_s)
     step_s = {"ancestral": r["ancestral"]["median_s"] / probe, "ddim": r["ddim"]["median_s"] / probe}
     out = {"method": f"estimated: seconds per image = (time of a {probe}-step run / {probe}) x steps / batch; "
                      "forward calls counted on full-length runs of the package's samplers",
@@ -408,17 +331,17 @@ def bench_whole_sample(plan: Plan, cfg, model, w: float) -> dict:
     return out
 
 
-def bench_classifier(plan: Plan) -> dict:
+def bench_classifier(sizes: BenchSizes) -> dict:
     try:
         from ddpm_lite.metrics import class_probabilities, load_classifier
         model = load_classifier("cpu")
     except Exception as e:
         return {"skipped": f"no IS classifier available ({type(e).__name__}: {str(e)[:160]})"}
-    n_batched, n_single = plan.classifier_batched, plan.classifier_single
-    images, _, source = _data(float_images=False)
+    n_batched, n_single = sizes.classifier_batched, sizes.classifier_single
+    images, _, source = benchmark_images(float_images=False)
     images = images[:n_batched]
     model_cl = channels_last_copy(model)
-    r = group(plan, {"one_at_a_time": lambda: class_probabilities(model, images[:n_single], batch_size=1),
+    r = group(sizes, {"one_at_a_time": lambda: class_probabilities(model, images[:n_single], batch_size=1),
                      "batched": lambda: class_probabilities(model, images, batch_size=n_batched),
                      "batched_channels_last": lambda: class_probabilities(model_cl, images, batch_size=n_batched)})
     n = {"one_at_a_time": n_single, "batched": n_batched, "batched_channels_last": n_batched}
@@ -435,14 +358,14 @@ def bench_classifier(plan: Plan) -> dict:
                                                                       r["batched"]["output"])}}
 
 
-def bench_inception(plan: Plan) -> dict:
+def bench_inception(sizes: BenchSizes) -> dict:
     try:
         from ddpm_lite import inception
         net = inception.fid_network("cpu")
     except Exception as e:
         return {"skipped": f"no FID Inception network available ({type(e).__name__}: {str(e)[:160]})"}
-    n = plan.inception_n
-    images, _, source = _data(float_images=False)
+    n = sizes.inception_n
+    images, _, source = benchmark_images(float_images=False)
     x = images[:n]
     plain = copy.deepcopy(net.inception).to(memory_format=torch.contiguous_format)
 
@@ -454,7 +377,7 @@ def bench_inception(plan: Plan) -> dict:
         with torch.inference_mode():
             return plain(net.to_rgb01(x).contiguous())[0].flatten(1)
     # Inception is the slowest thing here: the minimum number of rounds, no extra ones
-    r = measure({"contiguous": contiguous, "channels_last": cl}, max(1, plan.repeats - 1), plan.warmup, "contiguous")
+    r = measure({"contiguous": contiguous, "channels_last": cl}, max(1, sizes.repeats - 1), sizes.warmup, "contiguous")
     return {"images": source, "n": n,
             **{k: {**timings(v), "images_per_s": _round(n / v["median_s"])} for k, v in r.items()},
             "channels_last_speedup": r["channels_last"]["speedup"],
@@ -584,7 +507,7 @@ def main(argv=None) -> int:
                    help="a note to keep in the JSON (repeatable), e.g. 'measured while another process was training'")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
-    plan = PLANS["quick" if args.quick else "default"]
+    sizes = SIZES["quick" if args.quick else "default"]
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start, cpu_start, load_start = time.time(), time.process_time(), loadavg()
@@ -593,27 +516,27 @@ def main(argv=None) -> int:
     def log(msg):
         print(f"[{time.time() - t_start:6.1f} s] {msg}", flush=True)
 
-    images, labels, source = _data(float_images=True)
-    res = {"settings": {"plan": "quick" if args.quick else "default", **asdict(plan),
+    images, labels, source = benchmark_images(float_images=True)
+    res = {"settings": {"plan": "quick" if args.quick else "default", **asdict(sizes),
                         "threads": torch.get_num_threads(), "training_images": source}}
     log("matrix multiply")
-    res["machine"] = {"matmul": bench_matmul(plan)}
+    res["machine"] = {"matmul": bench_matmul(sizes)}
     res["training"] = {}
-    for preset, batch in plan.train_batch:
+    for preset, batch in sizes.train_batch:
         log(f"training step: {preset}")
-        res["training"][preset] = bench_training(plan, preset, batch, images, labels)
+        res["training"][preset] = bench_training(sizes, preset, batch, images, labels)
     res["sampling"] = {}
-    for preset, batch in plan.sample_batch:
+    for preset, batch in sizes.sample_batch:
         log(f"sampling: {preset}")
-        res["sampling"][preset] = bench_sampling(plan, preset, batch)
+        res["sampling"][preset] = bench_sampling(sizes, preset, batch)
     log("evaluation: IS classifier")
-    res["evaluation"] = {"classifier": bench_classifier(plan)}
+    res["evaluation"] = {"classifier": bench_classifier(sizes)}
     log("evaluation: Inception pool3")
-    res["evaluation"]["inception"] = bench_inception(plan)
+    res["evaluation"]["inception"] = bench_inception(sizes)
     log("optimizer kernels")
     res["fast_paths"] = {"optimizer": {}}
-    for preset, _ in plan.train_batch:
-        o = bench_optimizer(plan, preset)
+    for preset, _ in sizes.train_batch:
+        o = bench_optimizer(sizes, preset)
         o["for_loop_share_of_train_step"] = _round(o["for_loop"]["step_ms"] / 1e3
                                                    / res["training"][preset]["step"]["median_s"], 3)
         res["fast_paths"]["optimizer"][preset] = o

@@ -1,4 +1,4 @@
-"""Every fast path that scripts/bench.py measures gives the same numbers as the plain path.
+"""Every fast path that scripts/bench.py measures (ddpm_lite.fastpaths) gives the same numbers as the plain path.
 
 A speed-up is only worth having if the results do not change: batched guidance against two
 separate passes, skipping the unconditional pass at w = 0, channels_last against contiguous
@@ -6,7 +6,6 @@ tensors, the batched classifier against one image at a time, and foreach / fused
 kernels against the for-loop. The last test runs the benchmark itself at its smallest size.
 """
 import copy
-import importlib.util
 import json
 import math
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddpm_lite import fastpaths
 from ddpm_lite.config import get_config
 from ddpm_lite.forward import make_schedule
 from ddpm_lite.guidance import NULL_LABEL, guided_eps
@@ -23,10 +23,6 @@ from ddpm_lite.training import diffusion_loss, draw_batch
 from ddpm_lite.unet import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("ddpm_lite_bench", ROOT / "scripts" / "bench.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench   # dataclasses look their module up while the file runs
-_spec.loader.exec_module(bench)
 
 PRESETS = ["paper", "quick", "best"]   # the paper's U-Net, and our U-Net without and with attention
 
@@ -58,7 +54,7 @@ def test_batched_guidance_equals_two_separate_passes(preset):
         cond, uncond = model(x, t, y), model(x, t, torch.full_like(y, NULL_LABEL))
         assert (cond - uncond).abs().max() > 1e-3, "labels have no effect: the comparison below would prove nothing"
         for w in (0.2, 2.0):
-            torch.testing.assert_close(guided_eps(model, x, t, y, w), bench.two_pass_eps(model, x, t, y, w),
+            torch.testing.assert_close(guided_eps(model, x, t, y, w), fastpaths.two_pass_eps(model, x, t, y, w),
                                        rtol=1e-5, atol=1e-5)
 
 
@@ -69,13 +65,13 @@ def test_skipping_at_w0_equals_the_conditional_pass_exactly(preset):
     with torch.inference_mode():
         cond = model(x, t, y)
         assert torch.equal(guided_eps(model, x, t, y, 0.0), cond)
-        assert torch.equal(bench.two_pass_eps(model, x, t, y, 0.0), cond)   # the baseline computes the same thing
+        assert torch.equal(fastpaths.two_pass_eps(model, x, t, y, 0.0), cond)   # the baseline computes the same thing
 
 
 def test_the_timed_ways_make_the_forward_calls_they_claim():
-    stub = bench.CountingStub()
+    stub = fastpaths.CountingStub()
     x, t, y = inputs(B=3)
-    bench.two_pass_eps(stub, x, t, y, 0.0)
+    fastpaths.two_pass_eps(stub, x, t, y, 0.0)
     assert (stub.calls, stub.images) == (2, 6)        # the paper's way: two passes even at w = 0
     guided_eps(stub, x, t, y, 0.0)
     assert (stub.calls, stub.images) == (3, 9)        # skip: one pass of B images
@@ -87,7 +83,7 @@ def test_the_timed_ways_make_the_forward_calls_they_claim():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_channels_last_forward_equals_contiguous(preset):
     model = perturbed_model(preset)
-    fast = bench.channels_last_copy(model)
+    fast = fastpaths.channels_last_copy(model)
     assert fast.state_dict().keys() == model.state_dict().keys()
     assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
                for p in fast.parameters()), "the copy is not in channels_last format"
@@ -103,13 +99,13 @@ def test_channels_last_forward_equals_contiguous(preset):
 def test_channels_last_training_gives_the_same_loss_and_gradients(preset):
     cfg = get_config(preset, batch_size=4)
     model = perturbed_model(preset).train()
-    fast = bench.channels_last_copy(model)
+    fast = fastpaths.channels_last_copy(model)
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand((16, 1, 28, 28), generator=g) * 2 - 1, torch.randint(10, (16,), generator=g)
     batch = draw_batch(cfg, 0, images, labels)
     sched = make_schedule(cfg.schedule, cfg.T)
     loss = diffusion_loss(model, sched, batch, cfg.loss)
-    loss_cl = diffusion_loss(fast, sched, bench.channels_last_batch(batch), cfg.loss)
+    loss_cl = diffusion_loss(fast, sched, fastpaths.channels_last_batch(batch), cfg.loss)
     loss.backward()
     loss_cl.backward()
     assert abs(loss.item() - loss_cl.item()) <= 1e-5
@@ -124,7 +120,7 @@ def test_foreach_and_fused_optimizer_steps_equal_the_for_loop(preset):
     torch.manual_seed(0)
     start = build_model(cfg)
     models = {k: copy.deepcopy(start) for k in ("for_loop", "foreach", "fused")}
-    opts = {k: bench.optimizer_variant(cfg, m, k) for k, m in models.items()}
+    opts = {k: fastpaths.optimizer_variant(cfg, m, k) for k, m in models.items()}
     base = opts["for_loop"].param_groups[0]
     for k, opt in opts.items():   # same hyperparameters, only the kernel differs
         group = opt.param_groups[0]
@@ -150,7 +146,7 @@ def test_foreach_and_fused_optimizer_steps_equal_the_for_loop(preset):
 def test_adam_uses_the_for_loop_by_default_on_the_cpu():
     """The premise of the optimizer comparison: without flags, PyTorch picks the slow for-loop on the CPU."""
     model = build_model(get_config("quick"))
-    assert bench._default_kind(model) == "for_loop"
+    assert fastpaths.default_optimizer_kind(model) == "for_loop"
 
 
 # --- FLOP counting ------------------------------------------------------------------------------------
@@ -163,7 +159,7 @@ def test_flops_scale_linearly_with_the_batch():
 
     def flops(B):
         c = cfg.replace(batch_size=B)
-        return bench.count_flops(lambda: diffusion_loss(model, sched, draw_batch(c, 0, images, labels)).backward())
+        return fastpaths.count_flops(lambda: diffusion_loss(model, sched, draw_batch(c, 0, images, labels)).backward())
     assert flops(2) > 0 and flops(6) == 3 * flops(2)
 
 
@@ -176,11 +172,11 @@ def test_batched_classifier_equals_one_image_at_a_time():
         model = metrics.load_classifier("cpu")
     except Exception as e:
         pytest.skip(f"no classifier weights: {e}")
-    images, _, _ = bench._data(float_images=False)
+    images, _, _ = fastpaths.benchmark_images(float_images=False)
     images = images[:40]
     batched = metrics.class_probabilities(model, images, batch_size=40)
     single = metrics.class_probabilities(model, images, batch_size=1)
-    fast = metrics.class_probabilities(bench.channels_last_copy(model), images, batch_size=40)
+    fast = metrics.class_probabilities(fastpaths.channels_last_copy(model), images, batch_size=40)
     assert batched.shape == (40, 10) and batched.std(axis=0).max() > 0.01   # images differ
     assert abs(batched - single).max() <= 1e-5
     assert abs(fast - batched).max() <= 1e-5

@@ -1,4 +1,4 @@
-"""The `ddpm-lite` command: train, sample, evaluate, demo.
+"""The `ddpm-lite` command: train, sample, evaluate, experiments, demo.
 
 Plumbing module (hand-written). Every problem a user can fix is printed as one line
 starting with `error:` (exit status 2), never as a traceback.
@@ -6,6 +6,7 @@ starting with `error:` (exit status 2), never as a traceback.
     ddpm-lite train --preset quick --name mymodel iterations=2000 lr=1e-3
     ddpm-lite sample runs/mymodel --n 100 --w 2 --sampler ddim --steps 50
     ddpm-lite evaluate runs/mymodel/samples/<file>.npz
+    ddpm-lite experiments plans/cpu.json --dry-run
     ddpm-lite demo
 """
 from __future__ import annotations

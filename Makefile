@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test unit nbval export check-export students book execute classifier pretrained bench reference errata steps experiments clean
+.PHONY: venv demo test unit nbval export check-export students assignments grade book execute classifier pretrained bench reference errata steps experiments clean
 
 venv: $(STAMP)
 
@@ -42,9 +42,19 @@ nbval: venv
 students: venv
 	$(BIN)/python scripts/student_copies.py students
 
+# Course assignments of chapters 1-7 with otter-grader checks, into assignments/ (student/, handout/,
+# solutions/, autograder/): generated from the chapters and ddpm_lite/checks.py, never edited by hand.
+assignments: venv
+	$(BIN)/python scripts/assignments.py assignments
+
+# Grade a folder of submitted notebooks offline: make grade SUBMISSIONS=folder (writes folder/grades.csv).
+grade: assignments
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-of-notebooks"; exit 1; }
+	$(BIN)/python scripts/grade.py "$(SUBMISSIONS)" --assignments assignments
+
 # Everything: package in sync with the notebooks, the site built with warnings as errors, unit tests
 # (the browser test reads the built site), every chapter and its student copy under nbval.
-test: venv check-export students book
+test: venv check-export students assignments book
 	DDPM_LITE_SMALL=1 $(BIN)/python -m pytest tests notebooks students --nbval-lax
 
 # Retrain the MNIST classifier that the Inception Score uses (writes ddpm_lite/assets and results/).

@@ -12,7 +12,6 @@ starting with `error:` (exit status 2), never as a traceback.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 __all__ = ["main", "train_command", "sample_command"]
 
 DEFAULT_RUNS = Path("runs")
+GRID_PER_LABEL = 20          # the .png grid beside a sample file shows at most this many images of each label
 
 
 def _add_device(p):
@@ -44,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=100, help="number of images, spread evenly over the labels (default 100)")
     s.add_argument("--labels", default="0-9", help="labels to draw, e.g. 0-9 (default), 3, or 1,7")
     s.add_argument("--w", type=float, help="guidance weight (default: the model's config)")
-    s.add_argument("--sampler", choices=["ancestral", "ddim"], help="default: the model's config")
-    s.add_argument("--steps", type=int, help="DDIM steps (default: the model's config)")
+    s.add_argument("--sampler", choices=["ancestral", "ddim", "dpm++"],
+                   help="ancestral (Algorithm 2, all T steps), ddim or dpm++ (DPM-Solver++(2M)); default: the model's config")
+    s.add_argument("--steps", type=int, help="DDIM / DPM-Solver++ steps = model evaluations per image (default: the model's config)")
+    s.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=None,
+                   help="clip the predicted x_0 to [-1, 1] at every step (default: on for ddim and dpm++, off for ancestral)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=500)
     s.add_argument("--out", type=Path, help="output .npz path (a .png grid is written beside it)")
@@ -136,18 +139,21 @@ def parse_labels(spec: str) -> list[int]:
 
 
 def sample_command(model: str, n=100, labels="0-9", w=None, sampler=None, steps=None, seed=0,
-                   batch_size=500, out=None, device="auto", progress=True, null_at_sampling=None) -> Path:
-    """Draw n images (labels spread evenly, in label order), write .npz + .png grid + .json; return the .npz path."""
+                   batch_size=500, out=None, device="auto", progress=True, null_at_sampling=None,
+                   clip_x0=None) -> Path:
+    """Draw n images (labels cycling through the digits asked for), write .npz + .png grid + .json; return the .npz path.
+
+    The images are those of `ddpm_lite.sampling.generate` with `balanced_labels`, the same as a plan's
+    sample unit with the same model, n, seed and settings draws; the .npz bytes depend on the images alone."""
     import numpy as np
-    import torch
     from .checkpoint import load_model, resolve_model_file
     from .data import to_uint8
     from .device import pick_device
     from .errors import ConfigError
     from .forward import make_schedule
-    from .io import atomic_write_bytes, provenance, sha256_file, write_json
+    from .io import atomic_write_bytes, npz_bytes, provenance, sha256_file, write_json
     from .plotting import save_grid
-    from .sampling import generate
+    from .sampling import CLIP_X0_DEFAULT, balanced_labels, generate
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}.")
     if seed < 0:
@@ -167,27 +173,28 @@ def sample_command(model: str, n=100, labels="0-9", w=None, sampler=None, steps=
     cfg = cfg.replace(**overrides)                   # validates w, 1 <= steps <= T, sampler name
     from .errata import sampling_model
     net = sampling_model(net, cfg)                   # the model itself unless a chapter-10 slip is asked for
-    # each label ceil(n / len(digits)) times, in label order, cut to n (n < len(digits): the first n labels)
-    y = torch.tensor(digits).repeat_interleave(-(-n // len(digits)))[:n]
+    y = balanced_labels(n, digits)                   # cycling: 0, 1, ..., 9, 0, 1, ...
     sched = make_schedule(cfg.schedule, cfg.T)
-    steps_used = cfg.sample_steps if cfg.sampler == "ddim" else cfg.T
+    steps_used = cfg.T if cfg.sampler == "ancestral" else cfg.sample_steps
     t0 = time.time()
-    x = generate(net, sched, y, cfg.w, cfg.sampler, cfg.sample_steps, seed, batch_size, progress)
+    clip = CLIP_X0_DEFAULT[cfg.sampler] if clip_x0 is None else bool(clip_x0)
+    x = generate(net, sched, y, cfg.w, cfg.sampler, cfg.sample_steps, seed, batch_size, progress, clip_x0=clip)
     seconds = time.time() - t0
     images = to_uint8(x)[:, 0].numpy()
     if out is None:
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         if str(model) == "pretrained":
             run_dir = DEFAULT_RUNS / "pretrained"
-        out = run_dir / "samples" / f"{cfg.sampler}{steps_used}_w{cfg.w:g}_n{n}_seed{seed}.npz"
+        noclip = "" if clip == CLIP_X0_DEFAULT[cfg.sampler] else ("_clip" if clip else "_noclip")
+        out = run_dir / "samples" / f"{cfg.sampler}{steps_used}_w{cfg.w:g}{noclip}_n{n}_seed{seed}.npz"
     out = Path(out).with_suffix(".npz")
-    buf = io.BytesIO()
-    np.savez_compressed(buf, images=images, labels=y.numpy().astype(np.int64))
-    atomic_write_bytes(out, buf.getvalue())
-    grid = save_grid(images, y.numpy(), out.with_suffix(".png"))
+    atomic_write_bytes(out, npz_bytes(images=images, labels=y.numpy().astype(np.int64)))
+    show = np.concatenate([np.flatnonzero(y.numpy() == d)[:GRID_PER_LABEL] for d in sorted(set(digits))])
+    grid = save_grid(images[np.sort(show)], y.numpy()[np.sort(show)], out.with_suffix(".png"))
     write_json(out.with_suffix(".json"), {
         "model": str(path), "model_sha256": sha256_file(path), "n": n, "labels": labels, "w": cfg.w,
-        "sampler": cfg.sampler, "steps": steps_used, "seed": seed, "batch_size": batch_size,
+        "sampler": cfg.sampler, "steps": steps_used, "clip_x0": clip, "seed": seed, "batch_size": batch_size,
+        "nfe": steps_used, "label_order": "cycling through the labels asked for (ddpm_lite.sampling.balanced_labels)",
         "seconds": round(seconds, 2), "images_per_second": round(n / seconds, 2), "config": cfg.to_dict(),
         "samples_sha256": sha256_file(out), "provenance": provenance(str(dev))})
     print(f"samples: {out}\ngrid: {grid}")
@@ -212,7 +219,8 @@ def main(argv=None) -> int:
             train_command(args.preset, Path(run_dir), overrides, args.device, not args.no_progress)
         elif args.command == "sample":
             sample_command(args.model, args.n, args.labels, args.w, args.sampler, args.steps, args.seed,
-                           args.batch_size, args.out, args.device, not args.no_progress, args.null_at_sampling)
+                           args.batch_size, args.out, args.device, not args.no_progress, args.null_at_sampling,
+                           args.clip_x0)
         elif args.command == "evaluate":
             from .evaluation import evaluate_path, format_summary
             result = evaluate_path(args.path, args.out, device=args.device)

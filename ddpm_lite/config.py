@@ -45,7 +45,7 @@ class Config:
     seed: int = 0
     checkpoint_every: int = 250          # steps between checkpoints
     # --- sampling (chapter 6)
-    sampler: str = "ddim"                # "ancestral" (Algorithm 2) or "ddim"
+    sampler: str = "ddim"                # "ancestral" (Algorithm 2), "ddim" or "dpm++" (DPM-Solver++(2M))
     sample_steps: int = 50               # DDIM steps (ancestral always takes T)
 
     def __post_init__(self):
@@ -61,7 +61,7 @@ class Config:
 
 
 _CHOICES = {"model": ("paper", "improved"), "schedule": ("linear", "cosine"), "loss": ("l1", "l2"),
-            "optimizer": ("adam", "adamw"), "sampler": ("ancestral", "ddim"),
+            "optimizer": ("adam", "adamw"), "sampler": ("ancestral", "ddim", "dpm++"),
             "label_drop": ("per_sample", "per_batch"), "null_at_sampling": ("learned", "omitted")}
 
 

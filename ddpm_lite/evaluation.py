@@ -22,7 +22,7 @@ import numpy as np
 from .errors import DataError
 from .io import provenance, sha256_file, write_json
 
-__all__ = ["load_samples", "find_sample_file", "evaluate_arrays", "evaluate_path", "format_summary",
+__all__ = ["load_samples", "find_sample_file", "score", "evaluate_arrays", "evaluate_file", "evaluate_path", "format_summary",
            "reference_rows", "IS_SPLITS", "FID_REFERENCE"]
 
 IS_SPLITS = 10
@@ -106,37 +106,47 @@ def load_samples(path) -> tuple[np.ndarray, np.ndarray, Path]:
     return np.ascontiguousarray(images), labels.astype(np.int64), path
 
 
-def _metrics(images: np.ndarray, labels: np.ndarray, device, progress: bool) -> dict:
-    """The slow part: Inception features (FID), classifier probabilities (IS, conditional accuracy)."""
-    import torch
+def score(images: np.ndarray, labels: np.ndarray, device="auto", progress: bool = True, fid: bool = True,
+          net=None, classifier=None, probabilities=None) -> dict:
+    """The one scoring path: FID against the MNIST test set (unless fid=False), IS (eq 7) and conditional accuracy.
+
+    Every caller (the CLI's `evaluate`, plan units, the errata and sampler sweeps) scores through
+    here. `net` and `classifier` may be passed in to reuse loaded networks; `probabilities`
+    (images -> [N, 10] class probabilities) replaces chapter 7's classifier call, which chapter 10
+    uses to score through a mis-normalised input.
+    """
     from . import inception
     from .device import pick_device
     from .metrics import class_probabilities, classifier_path, conditional_accuracy, inception_score, \
         load_classifier
     dev = pick_device(device)
-    classifier = load_classifier(dev)           # fails fast (before Inception) if the weights are missing
-    net = inception.fid_network(dev)
-    ref = inception.reference_statistics("test", net, progress=progress)
-    gen = inception.activation_statistics(torch.from_numpy(images), net, progress=progress)
-    probs = class_probabilities(classifier, images)
+    if classifier is None:
+        classifier = load_classifier(dev)        # fails fast (before Inception) if the weights are missing
+    out = {"fid": None}
+    if fid:
+        net = net if net is not None else inception.fid_network(dev)
+        ref = inception.reference_statistics("test", net, progress=progress)
+        gen = inception.statistics_from_features(
+            inception.pool3_features(images, net, progress=progress, desc="Inception pool3 (samples)"))
+        out["fid"] = {"value": inception.frechet_distance(gen, ref), "reference": FID_REFERENCE,
+                      "features": "pytorch-fid Inception-v3 pool3 (2048 dims)",
+                      "weights_sha256": net.weights_sha256, "backend": getattr(net, "backend", "eager")}
+    probs = probabilities(images) if probabilities is not None else class_probabilities(classifier, images)
     splits = min(IS_SPLITS, len(images))
     is_mean, is_std = inception_score(probs, splits)
-    return {
-        "fid": {"value": inception.frechet_distance(gen, ref), "reference": FID_REFERENCE,
-                "features": "pytorch-fid Inception-v3 pool3 (2048 dims)",
-                "weights_sha256": net.weights_sha256},
-        "inception_score": {"mean": is_mean, "std": is_std, "splits": splits, "shuffle_seed": 0,
-                            "classifier": "ddpm_lite/assets/mnist_classifier.pt",
-                            "classifier_sha256": sha256_file(classifier_path())},
-        "conditional_accuracy": conditional_accuracy(probs, labels),
-        "device": str(dev),
-    }
+    out["inception_score"] = {"mean": is_mean, "std": is_std, "splits": splits, "shuffle_seed": 0,
+                              "classifier": "ddpm_lite/assets/mnist_classifier.pt",
+                              "classifier_sha256": sha256_file(classifier_path())}
+    out["conditional_accuracy"] = conditional_accuracy(probs, labels)
+    out["device"] = str(dev)
+    return out
 
 
-def evaluate_arrays(images: np.ndarray, labels: np.ndarray, device="auto", progress: bool = True) -> dict:
-    """FID (vs the MNIST test set), IS (10 splits) and conditional accuracy of checked arrays."""
+def evaluate_arrays(images: np.ndarray, labels: np.ndarray, device="auto", progress: bool = True,
+                    fid: bool = True) -> dict:
+    """`score` of checked arrays, with n and the seconds it took."""
     t0 = time.time()
-    out = _metrics(images, labels, device, progress)
+    out = score(images, labels, device, progress, fid=fid)
     out["n"] = int(len(images))
     out["seconds"] = round(time.time() - t0, 1)
     return out
@@ -154,24 +164,33 @@ def _sample_info(npz: Path) -> dict | None:
     return {k: v for k, v in info.items() if k != "provenance"}
 
 
-def evaluate_path(path, out_json=None, device="auto", progress: bool = True) -> dict:
-    """Evaluate a sample `.npz` (or the newest one under a run folder) and write `<name>.eval.json`.
+def evaluate_file(path, device="auto", progress: bool = True, fid: bool = True) -> dict:
+    """Evaluate a sample `.npz` (or the newest one under a run folder); returns the results dict.
 
-    Returns the dict that is written: FID vs the MNIST test set (pool3, 2048 dims), IS with 10
-    splits (mean, std), conditional accuracy (overall and per class), n, the input's sha256 and
-    provenance. Every input problem raises DataError before any slow work starts.
+    FID vs the MNIST test set (pool3, 2048 dims; skipped with fid=False), IS with 10 splits (mean,
+    std), conditional accuracy (overall and per class), n, the input's sha256 and provenance. Every
+    input problem raises DataError before any slow work starts.
     """
     images, labels, npz = load_samples(path)
     from .device import pick_device
     dev = pick_device(device)                  # a bad device name fails here, also before the slow part
-    result = {"what": "evaluation of a sample file (FID, Inception Score, conditional accuracy)",
+    what = "FID, Inception Score, conditional accuracy" if fid else \
+        "Inception Score, conditional accuracy; FID not asked for"
+    result = {"what": f"evaluation of a sample file ({what})",
               "input": {"path": str(npz), "sha256": sha256_file(npz), "n": int(len(images)),
                         "count_per_class": np.bincount(labels, minlength=10).tolist()}}
-    result.update(evaluate_arrays(images, labels, dev, progress))
+    result.update(evaluate_arrays(images, labels, dev, progress, fid=fid))
     info = _sample_info(npz)
     if info is not None:
         result["samples"] = info
     result["provenance"] = provenance(str(dev))
+    return result
+
+
+def evaluate_path(path, out_json=None, device="auto", progress: bool = True) -> dict:
+    """`evaluate_file`, written to `<name>.eval.json` beside the sample file (or to out_json)."""
+    result = evaluate_file(path, device, progress)
+    npz = Path(result["input"]["path"])
     out = Path(out_json) if out_json is not None else npz.with_name(npz.stem + ".eval.json")
     write_json(out, result)
     result["written_to"] = str(out)

@@ -35,7 +35,6 @@ sample set from the batches already drawn (kept until the set is complete).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import re
@@ -48,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, DDPMLiteError, DataError
-from .io import atomic_write_bytes, provenance, sha256_file, write_json
+from .io import atomic_write_bytes, npz_bytes, provenance, sha256_file, write_json
+from .sampling import balanced_labels
 from .runlock import folder_lock
 
 __all__ = ["KINDS", "TABLES", "Unit", "Plan", "load_plan", "Layout", "balanced_labels", "npz_bytes",
@@ -104,6 +104,9 @@ class Plan:
     def header(self) -> dict:
         """The block copied into every results file of the plan."""
         return {"name": self.name, "file": self.path.name, "scale": self.scale, "scale_note": self.scale_note}
+
+
+_SAMPLER_NAMES = {"ancestral": "ancestral", "ddim": "DDIM", "dpm++": "DPM-Solver++"}
 
 
 def _fail(where: str, msg: str):
@@ -247,26 +250,6 @@ def load_plan(path) -> Plan:
                           parts.get("needs"), parts.get("config"), str(merged.get("note", ""))))
     return Plan(name, scale, note if isinstance(note, str) else "", str(raw.get("description", "")),
                 tuple(units), path)
-
-
-def balanced_labels(n: int):
-    """n labels, n/10 of each digit, cycling 0, 1, ..., 9, 0, 1, ...: every batch of a multiple of 10 is balanced."""
-    import torch
-    return torch.arange(10).repeat(n // 10)
-
-
-def npz_bytes(compress: bool = True, **arrays) -> bytes:
-    """An .npz file's bytes that depend on the arrays alone (fixed zip timestamps), so equal samples
-    give an equal sha256 however often they are regenerated."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as zf:
-        for key, arr in arrays.items():
-            body = io.BytesIO()
-            np.lib.format.write_array(body, np.ascontiguousarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-            zf.writestr(info, body.getvalue())
-    return buf.getvalue()
 
 
 def loss_curve(losses, points: int = 100) -> dict:
@@ -522,7 +505,7 @@ def _describe(u: Unit) -> str:
         return f"{s['preset']}: {c.model} {'/'.join(map(str, c.channels))}, {c.schedule} T={c.T}, " \
                f"{c.iterations} it x {c.batch_size}"
     if u.kind == "sample":
-        how = f"ancestral {s['steps']}" if s["sampler"] == "ancestral" else f"DDIM {s['steps']}"
+        how = f"{_SAMPLER_NAMES[s['sampler']]} {s['steps']}"
         return f"{s['n']} images of {s['model']}, {how}, w={s['w']:g}, seed {s['seed']}"
     return f"{'FID, ' if s['fid'] else ''}IS, accuracy of {s['samples']}"
 
@@ -651,16 +634,9 @@ class Backend:
 
     def sample_batch(self, model, sched, y, w: float, sampler: str, steps: int, seed: int, b: int,
                      progress: bool = False):
-        """Batch b of a sample set, exactly as `ddpm_lite.sampling.generate` draws it (its noise comes
-        from a generator seeded with seed * 100003 + b); float32 on the CPU."""
-        import torch
-        from .sampling import ancestral_sample, ddim_sample
-        g = torch.Generator().manual_seed(seed * 100_003 + b)
-        if sampler == "ancestral":
-            x = ancestral_sample(model, sched, y, w, generator=g, progress=progress)
-        else:
-            x = ddim_sample(model, sched, y, w, steps, generator=g, progress=progress)
-        return x.float().cpu()
+        """Batch b of a sample set: `ddpm_lite.sampling.sample_batch`, float32 on the CPU."""
+        from .sampling import sample_batch
+        return sample_batch(model, sched, y, w, sampler, steps, seed, b, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -821,7 +797,6 @@ class Runner:
 
     # -- sample ---------------------------------------------------------------------------------
     def _run_sample(self, u: Unit, must_finish: bool) -> _Result:
-        import torch
         from .data import to_uint8
         from .io import remove_stale_temp_files
         s = u.spec
@@ -889,8 +864,8 @@ class Runner:
             "settings": _sample_settings(u), "n": s["n"], "w": s["w"], "sampler": s["sampler"], "steps": s["steps"],
             "seed": s["seed"], "batch_size": s["batch_size"],
             "labels": "balanced: n/10 of each digit, cycling 0..9",
-            "seeding": "batch b draws its noise from torch.Generator().manual_seed(seed * 100003 + b), "
-                       "as ddpm_lite.sampling.generate does",
+            "seeding": "batch b draws its noise from torch.Generator().manual_seed(seed * 100003 + b) "
+                       "(ddpm_lite.sampling.batch_seed)",
             "model": self.layout.rel(model_file), "model_sha256": model_sha, "model_config": mcfg.to_dict(),
             "samples": self.layout.rel(npz), "samples_sha256": sha256_file(npz),
             "images_drawn_this_call": drawn, "seconds_this_call": round(seconds, 1),
@@ -936,7 +911,8 @@ class Runner:
             if result["n"] >= 200:           # a per-image rate only from sets where images dominate the cost
                 self.eval_rate = max(0.0, time.monotonic() - t0 - FID_FIXED_S) / result["n"]
         else:
-            result = _evaluate_without_fid(npz, self.backend.device)
+            from .evaluation import evaluate_file
+            result = evaluate_file(npz, self.backend.device, progress=False, fid=False)
             result["samples"] = {k: v for k, v in sres.items() if k not in ("provenance", "plan", "unit")}
         result["fid_computed"] = u.spec["fid"]
         mres = _read_result(self.layout, self.plan.unit(u.needs).needs) or {}
@@ -952,27 +928,6 @@ class Runner:
         msg = (f"FID {fid:.2f}, " if isinstance(fid, (int, float)) else "") + \
               f"IS {result['inception_score']['mean']:.2f}, accuracy {result['conditional_accuracy']['overall']:.3f}"
         return _Result("done", msg, files=[path])
-
-
-def _evaluate_without_fid(npz: Path, device) -> dict:
-    """IS (eq 7) and conditional accuracy of a sample file, without the Inception network (plans with fid: false)."""
-    from .evaluation import IS_SPLITS, load_samples
-    from .metrics import class_probabilities, classifier_path, conditional_accuracy, inception_score, load_classifier
-    t0 = time.monotonic()
-    images, labels, path = load_samples(npz)
-    classifier = load_classifier(device)
-    probs = class_probabilities(classifier, images)
-    splits = min(IS_SPLITS, len(images))
-    is_mean, is_std = inception_score(probs, splits)
-    return {"what": "evaluation of a sample file (Inception Score, conditional accuracy; FID not asked for)",
-            "input": {"path": str(path), "sha256": sha256_file(path), "n": int(len(images)),
-                      "count_per_class": np.bincount(labels, minlength=10).tolist()},
-            "fid": None,
-            "inception_score": {"mean": is_mean, "std": is_std, "splits": splits, "shuffle_seed": 0,
-                                "classifier": "ddpm_lite/assets/mnist_classifier.pt",
-                                "classifier_sha256": sha256_file(classifier_path())},
-            "conditional_accuracy": conditional_accuracy(probs, labels), "n": int(len(images)),
-            "seconds": round(time.monotonic() - t0, 1), "provenance": provenance(str(device))}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import DDPMLiteError
 
 __all__ = ["atomic_write_bytes", "atomic_torch_save", "remove_stale_temp_files", "write_json", "read_json", "sha256_file",
-           "provenance", "git_commit"]
+           "provenance", "git_commit", "npz_bytes"]
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
@@ -136,3 +136,20 @@ def provenance(device: str | None = None, **extra) -> dict:
     }
     info.update(extra)
     return info
+
+
+def npz_bytes(compress: bool = True, **arrays) -> bytes:
+    """An .npz file's bytes that depend on the arrays alone (fixed zip timestamps), so equal samples
+    give an equal sha256 however often they are regenerated."""
+    import zipfile
+
+    import numpy as np
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as zf:
+        for key, arr in arrays.items():
+            body = io.BytesIO()
+            np.lib.format.write_array(body, np.ascontiguousarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+            zf.writestr(info, body.getvalue())
+    return buf.getvalue()

@@ -22,25 +22,22 @@ holding the files back to back, and `manifest.json` with each file's path, sha25
 the timings, the hardware, the torch version and the commit.
 
 Speed (one H200; the same code runs on a CPU for the tests, without the CUDA-only parts):
-- bf16 autocast for the network's forward passes (training and sampling), fp32 weights, optimizer
-  and loss; channels_last weights; TF32 for what stays in fp32; cudnn.benchmark.
-- Training at the paper's batch of 32 is launch-bound: a step of the paper's U-Net is a few
-  hundred small kernels whose GPU time (~1 ms) is below what Python needs to launch them (~2-4
-  ms eager). Two remedies: (1) the input checks that read values back from the GPU (three host
-  syncs a step) are skipped for batches that `draw_batch` made valid by construction; (2) the
-  whole step (Algorithm 1, lines 5-8: forward, loss, backward, clipping, Adam) is captured once
-  as a CUDA graph and replayed (`--cuda-graphs`, on by default on CUDA). The captured step is
-  checked against an eager step on a copy of the same state before it is used; any error or
-  mismatch falls back to eager mode. Expected: ~1-1.5 ms a step graphed, ~3 ms eager, i.e. about
-  2-5 minutes for the paper's 100K iterations. Several trainings at once (CUDA streams) could fill
-  the GPU further but would finish every model late; the plan's priority order favours finishing
-  one model and its sample sets first.
+- Training is the package's own loop, `ddpm_lite.training.train`, with the GPU fast paths that it
+  uses on CUDA by default (`ddpm_lite.training.FastPaths`, explained in chapter 11): bf16 autocast
+  (fp16 with a gradient scaler where the GPU has no bf16), fp32 weights, optimizer and loss;
+  channels_last; TF32; no host syncs for input checks; the whole step captured once as a CUDA
+  graph and replayed (`--cuda-graphs`, checked against an eager step first; any error or mismatch
+  falls back to eager steps). This script only chooses the units and gives the loop its deadline.
+  At the paper's batch of 32 a step is launch-bound (a few hundred small kernels), which the graph
+  removes; several trainings at once (CUDA streams) could fill the GPU further but would finish
+  every model late, and the plan's priority order favours finishing one model and its sample sets.
+- For sampling, the network runs under bf16 autocast, channels_last.
 - Sampling is compute-bound at large batches (5,000 images, guidance batched to 10,000 network
   inputs): ~10-25 ms a step for the paper's U-Net. The sampler's Gaussian noise is drawn on the
   CPU from the seeded generator (so samples do not depend on the device) in a background thread,
   ahead of time, into pinned memory, so it overlaps the GPU's work instead of adding to it.
 - torch.compile is not used: compiling the U-Net takes minutes of a 9-minute budget, and the
-  graph capture above already removes the launch overhead that compiling would.
+  graph capture of the training step already removes the launch overhead that compiling would.
 Data and noise are functions of the plan's seeds (`draw_batch` and the samplers' generators);
 GPU kernels may still sum in a different order from run to run (cudnn.benchmark, bf16), so
 results agree with a CPU run up to rounding, not bit for bit.
@@ -56,7 +53,7 @@ T_START = time.monotonic()   # the budget counts from here, before the slow impo
 
 import argparse
 import contextlib
-import copy
+import dataclasses
 import hashlib
 import queue
 import sys
@@ -71,13 +68,11 @@ import torch
 from torch import nn
 
 from ddpm_lite import experiments as xp
-from ddpm_lite import forward as forward_module
-from ddpm_lite import sampling as sampling_module
-from ddpm_lite.checkpoint import checkpoint_path, latest_checkpoint, save_checkpoint, save_model_file, step_checkpoints
+from ddpm_lite.checkpoint import save_model_file, step_checkpoints
 from ddpm_lite.errors import DataError, DDPMLiteError
 from ddpm_lite.forward import Schedule, make_schedule
 from ddpm_lite.io import atomic_write_bytes, git_commit, provenance, write_json
-from ddpm_lite.training import Batch, _record_losses, draw_batch, new_state, restore, state_dict, train_step
+from ddpm_lite import training
 
 MiB = 1 << 20
 
@@ -89,159 +84,25 @@ def log(*args):
 # ---------------------------------------------------------------------------------------------
 # Fast paths
 # ---------------------------------------------------------------------------------------------
-class Autocast(nn.Module):
-    """The network under bf16 autocast; returns float32 so that the loss and the sampler stay fp32."""
+class Autocast(training.Autocast):
+    """The package's autocast wrapper in bf16; returns float32 so that the sampler stays fp32."""
 
     def __init__(self, inner: nn.Module, device_type: str):
-        super().__init__()
-        self.inner, self.device_type = inner, device_type
-
-    def forward(self, x, t, y):
-        with torch.autocast(self.device_type, dtype=torch.bfloat16, cache_enabled=False):
-            return self.inner(x, t, y).float()
-
-
-def _unchecked(x, t, y):
-    return y.long()
-
-
-def _unchecked_steps(t, T):
-    return torch.as_tensor(t).long()
-
-
-@contextlib.contextmanager
-def no_host_syncs(model: nn.Module):
-    """Skip the input checks that read values back from the device (label range, step range).
-
-    Only for batches from `draw_batch`, valid by construction: the checks cost three host syncs
-    a step, which stall the GPU, and a CUDA graph cannot contain them at all. Nests."""
-    original = forward_module.check_timesteps
-    had = "_check" in model.__dict__
-    forward_module.check_timesteps = _unchecked_steps
-    model._check = _unchecked               # instance attribute: shadows _UNetBase._check
-    try:
-        yield
-    finally:
-        forward_module.check_timesteps = original
-        if not had:
-            model.__dict__.pop("_check", None)
+        super().__init__(inner, device_type, torch.bfloat16)
 
 
 def _channels_last(module: nn.Module) -> nn.Module:
     return module.to(memory_format=torch.channels_last)
 
 
-def _optimizer_like_params(opt: torch.optim.Optimizer, capturable: bool):
-    """Optimizer state in the parameters' memory format (fast foreach kernels); Adam's step counters
-    on the device when the step is to be captured in a CUDA graph."""
-    for group in opt.param_groups:
-        group["capturable"] = capturable
-        for p in group["params"]:
-            st = opt.state.get(p, {})
-            for k, v in list(st.items()):
-                if torch.is_tensor(v) and k == "step":
-                    st[k] = v.to(device=p.device, dtype=torch.float32) if capturable else v.cpu()
-                elif torch.is_tensor(v) and v.shape == p.shape and v.dim() == 4:
-                    st[k] = v.contiguous(memory_format=torch.channels_last)
-
-
-def _cpu_state(obj):
-    if torch.is_tensor(obj):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _cpu_state(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_cpu_state(v) for v in obj]
-    return obj
-
-
-class RateMeter:
-    """Seconds per step over the last few seconds, read at the points where the host waits for the GPU."""
-
-    def __init__(self, window_s: float = 3.0):
-        self.window_s, self.points = window_s, []
-
-    def reset(self):
-        self.points = []
-
-    def mark(self, step: int):
-        now = time.monotonic()
-        self.points.append((now, step))
-        while len(self.points) > 2 and now - self.points[1][0] > self.window_s:
-            self.points.pop(0)
-
-    @property
-    def measured_s(self) -> float:
-        return self.points[-1][0] - self.points[0][0] if len(self.points) > 1 else 0.0
-
-    @property
-    def per_step(self) -> float | None:
-        if len(self.points) < 2 or self.points[-1][1] == self.points[0][1]:
-            return None
-        (t0, s0), (t1, s1) = self.points[0], self.points[-1]
-        return (t1 - t0) / (s1 - s0)
-
-
-class GraphedStep:
-    """One training step (train_step: forward, loss, backward, clipping, optimizer) captured as a CUDA graph.
-
-    The batch is copied into fixed input tensors before each replay. Built by `capture`, which
-    checks the first replay against an eager step on a copy of the state and restores the state
-    on any failure (then returns None)."""
-
-    def __init__(self, graph, static: Batch, loss: torch.Tensor):
-        self.graph, self.static, self.loss = graph, static, loss
-
-    def __call__(self, batch: Batch) -> torch.Tensor:
-        for name in ("x0", "y", "t", "eps"):
-            getattr(self.static, name).copy_(getattr(batch, name))
-        self.graph.replay()
-        return self.loss.clone()
-
-    @staticmethod
-    def capture(state, forward, sched, cfg, batch: Batch, notes: list):
-        """(GraphedStep, loss of `batch`'s step, now taken) or (None, None) with the state unchanged."""
-        snapshot = copy.deepcopy((state.model, state.opt))
-        try:
-            # capture with zeros in the inputs, so the check below also tests that replays read new batches
-            static = Batch(*(torch.zeros_like(getattr(batch, k)) for k in ("x0", "y", "t", "eps")))
-            graph = torch.cuda.CUDAGraph()
-            state.opt.zero_grad(set_to_none=True)   # backward then allocates the gradients in the graph's pool
-            with no_host_syncs(state.model), torch.cuda.graph(graph):
-                static_loss = train_step(forward, state.opt, sched, static, cfg)
-            step = GraphedStep(graph, static, static_loss)
-            ref_model, ref_opt = copy.deepcopy(snapshot)
-            ref_loss = train_step(Autocast(ref_model, "cuda"), ref_opt, sched, batch, cfg)
-            before = [p.detach().clone() for p in snapshot[0].parameters()]
-            loss = step(batch)
-            upd = torch.cat([(p.detach() - b).flatten().float() for p, b in zip(state.model.parameters(), before)])
-            ref = torch.cat([(p.detach() - b).flatten().float() for p, b in zip(ref_model.parameters(), before)])
-            rel = float((upd - ref).norm() / ref.norm().clamp_min(1e-30))
-            loss_rel = abs(float(loss) - float(ref_loss)) / max(abs(float(ref_loss)), 1e-12)
-            if not (rel < 0.1 and loss_rel < 0.01 and float(upd.norm()) > 0):
-                raise RuntimeError(f"graphed step differs from the eager one (update rel. error {rel:.3g}, "
-                                   f"loss rel. error {loss_rel:.3g})")
-            notes.append(f"CUDA graph in use (check: update rel. error {rel:.2g}, loss rel. error {loss_rel:.2g})")
-            return step, loss
-        except Exception as e:          # anything at all: continue eagerly from the state before the attempt
-            with contextlib.suppress(Exception):
-                torch.cuda.synchronize()
-            state.model.load_state_dict(snapshot[0].state_dict())
-            state.opt.load_state_dict(snapshot[1].state_dict())
-            _optimizer_like_params(state.opt, capturable=False)
-            state.opt.zero_grad(set_to_none=True)
-            msg = f"CUDA graph not used, eager steps instead ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
-            notes.append(msg)
-            log("  " + msg)
-            return None, None
-
-
 class NoisePrefetch:
-    """The sampler's noise, drawn ahead in a background thread from the same seeded CPU generator,
-    in the order the sampler asks for it: the same numbers as drawing them on demand."""
+    """A noise source for `ddpm_lite.sampling` (its `noise=` parameter): the batch's noise drawn ahead
+    in a background thread from a CPU generator seeded as the sampler's own, in the order the sampler
+    asks for it, so the numbers are those of `cpu_noise` drawing on demand."""
 
-    def __init__(self, generator: torch.Generator, shape, count: int, device, pin: bool, depth: int = 4):
-        self.g, self.shape, self.count, self.device, self.pin = generator, tuple(shape), count, device, pin
+    def __init__(self, seed: int, shape, count: int, device, pin: bool, depth: int = 4):
+        self.g = torch.Generator().manual_seed(seed)
+        self.shape, self.count, self.device, self.pin = tuple(shape), count, device, pin
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.served, self.stop = 0, threading.Event()
         self.thread = threading.Thread(target=self._work, daemon=True)
@@ -263,11 +124,12 @@ class NoisePrefetch:
             self.q.put(e)
 
     def __call__(self, shape, generator, device):
-        if tuple(shape) != self.shape or generator is not self.g:
-            raise RuntimeError("noise asked for with another shape or generator than prefetched")
+        # the sampler's generator is seeded as self.g and never used: self.g draws the same stream
+        if tuple(shape) != self.shape:
+            raise RuntimeError(f"noise asked for with shape {tuple(shape)}, prefetched {self.shape}")
         if self.served >= self.count:   # more than foreseen: draw on demand (the thread is done with g)
             self.thread.join()
-            return torch.randn(shape, generator=generator).to(device)
+            return torch.randn(shape, generator=self.g).to(device)
         item = self.q.get()
         if isinstance(item, BaseException):
             raise item
@@ -275,13 +137,10 @@ class NoisePrefetch:
         return item.to(device, non_blocking=self.pin)
 
     def __enter__(self):
-        self.original = sampling_module._noise
-        sampling_module._noise = self
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
-        sampling_module._noise = self.original
         self.stop.set()
         with contextlib.suppress(queue.Empty):
             while True:
@@ -320,105 +179,34 @@ class FastBackend(xp.Backend):
         s = make_schedule(cfg.schedule, cfg.T)
         return Schedule(s.betas.to(self.device), s.name) if self.fast and self.cuda else s
 
-    def _save_checkpoint(self, cfg, run_dir: Path, state) -> float:
-        t0 = time.monotonic()
-        sd = _cpu_state(state_dict(state, cfg))
-        sd["optimizer"]["param_groups"] = [dict(g, capturable=False) for g in sd["optimizer"]["param_groups"]]
-        save_checkpoint(checkpoint_path(run_dir, state.step), **sd)
-        for old in step_checkpoints(run_dir)[:-1]:
-            old.unlink(missing_ok=True)
-        return time.monotonic() - t0
-
     def train(self, cfg, run_dir: Path, deadline=None, must_finish=False) -> xp.TrainOutcome:
+        """The package's training loop in one call, with its fast paths, stopping in time for the deadline
+        (checkpointed with the full fp32 state: a later call resumes it exactly)."""
         t_call = time.monotonic()
-        dev = self.device
-        run_dir = Path(run_dir)
-        images, labels = self._data_on_device()
-        state = new_state(cfg, dev)
-        if self.fast:
-            _channels_last(state.model)
-            _channels_last(state.ema.model)
-        write_json(run_dir / "config.json", cfg.to_dict())
-        found = latest_checkpoint(run_dir)
-        if found is not None:
-            restore(state, found[1], cfg, found[0])
-        step0 = state.step
-        if self.fast:
-            _optimizer_like_params(state.opt, capturable=self.cuda_graphs)
-        sched = self.schedule(cfg)
-        forward = Autocast(state.model, dev.type) if self.fast else state.model
-        end = cfg.iterations if self.stop_after_steps is None else min(cfg.iterations, state.step + self.stop_after_steps)
-        notes, meter, pending = [], RateMeter(), []
-        bar = _NullBar()
-        ckpt_s, graphed, warm, side = 2.0, None, 0, None
-        stop_reason, last_log = "", time.monotonic()
-        syncs = no_host_syncs(state.model) if self.fast else contextlib.nullcontext()
-        if self.cuda_graphs:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-        with syncs:
-            meter.mark(state.step)
-            while state.step < end:
-                batch = draw_batch(cfg, state.step, images, labels)
-                loss = None
-                if graphed is not None:
-                    loss = graphed(batch)
-                elif self.cuda_graphs and warm >= 3:
-                    torch.cuda.current_stream().wait_stream(side)
-                    graphed, loss = GraphedStep.capture(state, forward, sched, cfg, batch, notes)
-                    self.cuda_graphs = graphed is not None and self.cuda_graphs
-                    meter.reset()
-                if loss is None:
-                    if self.cuda_graphs:           # warm-up steps on a side stream, as capture requires
-                        side.wait_stream(torch.cuda.current_stream())
-                        with torch.cuda.stream(side):
-                            loss = train_step(forward, state.opt, sched, batch, cfg)
-                        torch.cuda.current_stream().wait_stream(side)
-                        warm += 1
-                    else:
-                        loss = train_step(forward, state.opt, sched, batch, cfg)
-                pending.append(loss)
-                state.ema.update(state.model, state.step)
-                state.step += 1
-                if len(pending) == 10 or state.step == end:
-                    _record_losses(state, pending, bar)      # one host sync per 10 steps; raises on NaN
-                    pending = []
-                    meter.mark(state.step)
-                    per_step = meter.per_step
-                    now = time.monotonic()
-                    if deadline is not None and per_step is not None:
-                        if now + ckpt_s + 20 * per_step + 1.0 > deadline:
-                            stop_reason = "out of time"
-                            break
-                        need = (end - state.step) * per_step
-                        # judge on a few seconds of steady steps (not the first ones: cudnn tries kernels)
-                        if must_finish and now - t_call > 6 and meter.measured_s >= 2.0 \
-                                and now + need + ckpt_s + 1.0 > deadline:
-                            stop_reason = f"needs ~{xp._fmt_seconds(need)}, {xp._fmt_seconds(deadline - now)} left"
-                            break
-                    if now - last_log > 30:
-                        last_log = now
-                        log(f"  step {state.step}/{cfg.iterations}"
-                            + (f", {per_step * 1e3:.2f} ms/step" if per_step else "")
-                            + f", loss {sum(state.losses[-100:]) / len(state.losses[-100:]):.4f}")
-                if state.step % cfg.checkpoint_every == 0 and state.step < end:
-                    if pending:
-                        _record_losses(state, pending, bar)
-                        pending = []
-                    ckpt_s = self._save_checkpoint(cfg, run_dir, state)
-        if self.cuda:
-            torch.cuda.synchronize()
-        ckpt_s = self._save_checkpoint(cfg, run_dir, state)
+        found = step_checkpoints(run_dir)
+        step0 = int(found[-1].stem.split("_")[1]) if found else 0
+        if not self.fast:
+            paths = training.FastPaths()
+        elif self.cuda:
+            paths = training.FastPaths.for_device(self.device)
+            paths = dataclasses.replace(paths, cuda_graph=paths.cuda_graph and self.cuda_graphs)
+        else:                      # --fast-paths on without CUDA: bf16 autocast runs on the CPU too
+            paths = training.FastPaths(autocast="bfloat16", trusted_inputs=True)
+        step_fn = paths.step_fn()
+        state = training.train(cfg, run_dir, device=self.device, data=self._data_on_device(), progress=self.progress,
+                               keep=1, stop_after=self.stop_after_steps, fast=paths, step_fn=step_fn,
+                               deadline=deadline, must_finish=must_finish)
         seconds = time.monotonic() - t_call
         finished = state.step >= cfg.iterations
-        per_step = meter.per_step
+        stop_reason = "" if finished else state.stop_reason or \
+            f"stopped after {self.stop_after_steps} steps (--stop-after-steps)"
+        per_step = state.seconds_per_step
+        graphed = isinstance(step_fn, training.CudaGraphStep) and step_fn.graph is not None
         self._details["train"] = {
-            "fast_paths": self.fast, "bf16_autocast": self.fast, "channels_last": self.fast,
-            "host_syncs_skipped": self.fast and self.cuda, "cuda_graph": graphed is not None, "notes": notes,
-            "ms_per_step_recent": round(per_step * 1e3, 3) if per_step else None,
-            "checkpoint_seconds": round(ckpt_s, 2)}
-        if not finished and not stop_reason:
-            stop_reason = f"stopped after {self.stop_after_steps} steps (--stop-after-steps)"
+            "fast_paths": self.fast, "autocast": paths.autocast, "channels_last": True, "tf32": paths.tf32,
+            "host_syncs_skipped": paths.trusted_inputs, "cuda_graph": graphed,
+            "notes": [step_fn.note] if getattr(step_fn, "note", "") else [],
+            "ms_per_step_recent": round(per_step * 1e3, 3) if per_step else None}
         log(f"  {state.step - step0} steps in {seconds:.1f} s"
             + (f" ({per_step * 1e3:.2f} ms/step recently)" if per_step else "")
             + ("" if finished else f"; stopped at step {state.step}: {stop_reason}"))
@@ -456,31 +244,18 @@ class FastBackend(xp.Backend):
         return (time.monotonic() - t0) / 3 / (len(y) * (2 if w > 0 else 1)) * 1.15   # + the sampler's own work
 
     def sample_batch(self, model, sched, y, w, sampler, steps, seed, b, progress=False):
-        from ddpm_lite.sampling import ancestral_sample, ddim_sample
+        from ddpm_lite.sampling import batch_seed, cpu_noise, sample_batch
         t0 = time.monotonic()
-        g = torch.Generator().manual_seed(seed * 100_003 + b)     # as ddpm_lite.sampling.generate seeds batch b
         count = sched.T if sampler == "ancestral" else 1           # x_T, then one draw per step but the last
-        prefetch = NoisePrefetch(g, (len(y), 1, 28, 28), count, self.device, pin=self.cuda) if self.fast \
-            else contextlib.nullcontext()
-        with prefetch:
-            if sampler == "ancestral":
-                x = ancestral_sample(model, sched, y, w, generator=g, progress=progress)
-            else:
-                x = ddim_sample(model, sched, y, w, steps, generator=g, progress=progress)
-            x = x.float().cpu()
+        prefetch = NoisePrefetch(batch_seed(seed, b), (len(y), 1, 28, 28), count, self.device, pin=self.cuda) \
+            if self.fast else contextlib.nullcontext(cpu_noise)
+        with prefetch as noise:
+            x = sample_batch(model, sched, y, w, sampler, steps, seed, b, noise=noise, progress=progress)
         seconds = time.monotonic() - t0
         self._details["sample"] = {"fast_paths": self.fast, "bf16_autocast": self.fast,
                                    "noise_prefetch": self.fast, "last_batch_seconds": round(seconds, 2)}
         log(f"  batch {b}: {len(y)} images in {seconds:.1f} s")
         return x
-
-
-class _NullBar:
-    def set_postfix(self, **kw):
-        pass
-
-    def close(self):
-        pass
 
 
 # ---------------------------------------------------------------------------------------------

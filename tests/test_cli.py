@@ -101,12 +101,13 @@ def test_train_then_sample_writes_grid_npz_and_json(tmp_path):
     npz = next((run_dir / "samples").glob("*.npz"))
     with np.load(npz) as z:
         assert z["images"].shape == (20, 28, 28) and z["images"].dtype == np.uint8
-        assert z["labels"].tolist() == [d for d in range(10) for _ in range(2)]
+        assert z["labels"].tolist() == [d for _ in range(2) for d in range(10)]   # cycling, as a plan draws them
     assert npz.with_suffix(".png").is_file() and npz.with_suffix(".json").is_file()
     again = run("sample", str(run_dir), "--n", "20", "--w", "1", "--no-progress", "--seed", "3",
                 "--out", str(tmp_path / "again.npz"))
     with np.load(npz) as a, np.load(tmp_path / "again.npz") as b:
         assert np.array_equal(a["images"], b["images"])                  # same seed, same images
+    assert npz.read_bytes() == (tmp_path / "again.npz").read_bytes()   # the file's bytes depend on the images alone
 
 
 @pytest.mark.parametrize("args, message", [

@@ -2,32 +2,16 @@
 Gaussian toy problem whose optimal noise predictor is known exactly, and input checking."""
 import pytest
 import torch
-from torch import nn
 
+from ddpm_lite import checks
+# toy data x_0 ~ N(MU0, S0^2), its exact noise predictor and the samplers' exact moments (shared with the assignments)
+from ddpm_lite.checks import MU0, S0, TOY_SHAPE, GaussianOptimalEps, exact_moments
 from ddpm_lite.config import get_config
 from ddpm_lite.forward import make_schedule
 from ddpm_lite.reverse import mu_from_eps
-from ddpm_lite.sampling import ancestral_sample, ddim_sample, ddim_timesteps, generate
+from ddpm_lite.sampling import (CLIP_X0_DEFAULT, ancestral_sample, balanced_labels, batch_seed, ddim_sample,
+                                ddim_timesteps, dpm_solver_pp_sample, generate, sample_batch)
 from ddpm_lite.unet import build_model
-
-MU0, S0 = 0.2, 0.2           # toy data x_0 ~ N(MU0, S0^2), well inside [-1, 1] so clipping x_0 never bites
-TOY_SHAPE = (1, 1, 1)         # one number per "image": x has shape [B, 1, 1, 1]
-
-
-class GaussianOptimalEps(nn.Module):
-    """The exact E[eps | x_t] for data N(mu0, s0^2), as a model(x, t, y) that ignores the label."""
-
-    def __init__(self, sched, mu0=MU0, s0=S0):
-        super().__init__()
-        self.abar, self.mu0, self.s0 = sched.alpha_bars, mu0, s0
-        self.dummy = nn.Parameter(torch.zeros(()))     # so that next(model.parameters()) finds the device
-        self.calls = 0
-
-    def forward(self, x, t, y):
-        self.calls += 1
-        a = self.abar[t].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
-        # eps*(x_t, t) = sqrt(1 - abar_t) (x_t - sqrt(abar_t) mu0) / (abar_t s0^2 + 1 - abar_t)
-        return (1 - a).sqrt() * (x - a.sqrt() * self.mu0) / (a * self.s0**2 + 1 - a)
 
 
 def toy_labels(n):
@@ -91,32 +75,10 @@ def test_ddim_eta1_all_steps_is_ancestral_sampling():
 # --- correctness on the Gaussian toy -----------------------------------------------------------
 #
 # With the exact noise predictor every step of either sampler is an affine map of x plus Gaussian
-# noise, so the mean and variance of the output can be computed exactly (float64, below) and the
+# noise, so the mean and variance of the output can be computed exactly (float64, `exact_moments`) and the
 # samplers' empirical moments must match them to within sampling error. Separately, those exact
 # moments must be close to the data's (mu0, s0^2): how close is the samplers' discretisation error,
 # which is small for ancestral sampling with T steps but sizeable for DDIM with few evenly spaced steps.
-
-def exact_moments(sched, seq, eta=0.0, ancestral=False, mu0=MU0, s0=S0):
-    """Mean and variance of the sampler's output for x_T ~ N(0, 1), following the paper's formulas."""
-    abar, beta = sched.alpha_bars.tolist(), sched.betas.tolist()
-    m, v = 0.0, 1.0
-    for k, i in enumerate(seq):
-        a = abar[i]
-        a_prev = abar[seq[k + 1]] if k + 1 < len(seq) else 1.0
-        vt = a * s0**2 + 1 - a
-        ke, de = (1 - a) ** 0.5 / vt, -((1 - a) * a) ** 0.5 * mu0 / vt       # eps*(x) = ke x + de
-        if ancestral:                          # x' = (x - beta / sqrt(1 - abar) eps) / sqrt(alpha) + sigma z
-            b = beta[i]
-            slope, off = (1 - b / (1 - a) ** 0.5 * ke) / (1 - b) ** 0.5, -b / (1 - a) ** 0.5 * de / (1 - b) ** 0.5
-            sig2 = (1 - a_prev) / (1 - a) * b                                   # beta-tilde (0 at the last step)
-        else:                                  # x' = sqrt(abar') x0_hat + sqrt(1 - abar' - sigma^2) eps + sigma z
-            sig2 = eta**2 * (1 - a_prev) / (1 - a) * (1 - a / a_prev)
-            c0, d0 = (1 - (1 - a) ** 0.5 * ke) / a**0.5, -(1 - a) ** 0.5 * de / a**0.5
-            r = max(1 - a_prev - sig2, 0.0) ** 0.5
-            slope, off = a_prev**0.5 * c0 + r * ke, a_prev**0.5 * d0 + r * de
-        m, v = slope * m + off, slope**2 * v + sig2
-    return m, v
-
 
 def _check_moments(x, mean, var):
     n = x.numel()
@@ -218,6 +180,16 @@ def test_ddim_timesteps_one_step_jumps_from_T_minus_1():
     assert ddim_timesteps(1, 1).tolist() == [0]
 
 
+def test_the_assignment_checks_pass_on_the_samplers():
+    # the same checks grade the chapter 6 assignment (ddpm_lite.checks)
+    checks.ddim_timesteps_spacing(ddim_timesteps)
+    checks.ddim_timesteps_one_step(ddim_timesteps)
+    checks.ancestral_sample_reproduces_gaussian_data(ancestral_sample)
+    checks.ancestral_sample_matches_the_chapter(ancestral_sample)
+    checks.ddim_sample_reproduces_gaussian_data(ddim_sample)
+    checks.ddim_sample_eta1_is_ancestral(ddim_sample)
+
+
 # --- input checking ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -274,3 +246,79 @@ def test_negative_eta(toy):
     model, sched = toy
     with pytest.raises(ValueError, match="eta must be >= 0"):
         ddim_sample(model, sched, [1], steps=5, eta=-0.1, shape=TOY_SHAPE)
+
+
+# --- DPM-Solver++(2M), clipping, and the one sampling path --------------------------------------
+
+def test_dpm_solver_order_1_is_ddim(tiny_unet):
+    sched = make_schedule("linear", 50)
+    y = torch.tensor([0, 3, 7, 9])
+    a = dpm_solver_pp_sample(tiny_unet, sched, y, 1.5, steps=7, order=1, spacing="time", generator=torch.Generator().manual_seed(2))
+    b = ddim_sample(tiny_unet, sched, y, 1.5, steps=7, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(a, b, atol=1e-5)
+    c = dpm_solver_pp_sample(tiny_unet, sched, y, 1.5, steps=7, generator=torch.Generator().manual_seed(2))
+    assert not torch.allclose(c, b, atol=1e-3)          # the second-order update does change the images
+
+
+@pytest.mark.parametrize("steps", [10, 20])
+def test_dpm_solver_spread_is_closer_to_the_data_than_ddim(steps):
+    """With the exact predictor, the ODE maps N(0, 1) onto the data; the 2M update tracks it better than DDIM."""
+    n = 20_000
+    sched = make_schedule("linear", 1000)
+    model = GaussianOptimalEps(sched)
+    g = lambda: torch.Generator().manual_seed(0)
+    dpm = dpm_solver_pp_sample(model, sched, toy_labels(n), steps=steps, generator=g(), shape=TOY_SHAPE, clip_x0=False)   # lambda grid
+    ddim = ddim_sample(model, sched, toy_labels(n), steps=steps, generator=g(), shape=TOY_SHAPE, clip_x0=False)
+    err_dpm = abs(dpm.double().std().item() / S0 - 1)
+    err_ddim = abs(ddim.double().std().item() / S0 - 1)
+    assert err_dpm < err_ddim / 3, (err_dpm, err_ddim)
+    assert abs(dpm.double().mean().item() - MU0) < 5 * S0 / n ** 0.5          # 5 standard errors
+
+
+def test_dpm_solver_bad_order(toy):
+    model, sched = toy
+    with pytest.raises(ValueError, match="order"):
+        dpm_solver_pp_sample(model, sched, toy_labels(2), steps=3, order=3, shape=TOY_SHAPE)
+
+
+def test_clip_x0_is_one_switch_on_every_sampler(tiny_unet):
+    """Clipping changes the images of every sampler (a random tiny U-Net predicts x_0 far outside [-1, 1])."""
+    sched = make_schedule("linear", 20)
+    y = torch.tensor([1, 2])
+    for sampler, steps in [("ancestral", 20), ("ddim", 5), ("dpm++", 5)]:
+        on = sample_batch(tiny_unet, sched, y, 2.0, sampler, steps, seed=1, b=0, clip_x0=True)
+        off = sample_batch(tiny_unet, sched, y, 2.0, sampler, steps, seed=1, b=0, clip_x0=False)
+        default = sample_batch(tiny_unet, sched, y, 2.0, sampler, steps, seed=1, b=0)
+        assert not torch.allclose(on, off), sampler
+        assert torch.equal(default, on if CLIP_X0_DEFAULT[sampler] else off), sampler
+
+
+def test_generate_is_sample_batch_batch_by_batch(tiny_unet):
+    sched = make_schedule("linear", 10)
+    y = balanced_labels(7)
+    x = generate(tiny_unet, sched, y, 1.0, "dpm++", 4, seed=5, batch_size=3, progress=False)
+    parts = [sample_batch(tiny_unet, sched, y[3 * b:3 * b + 3], 1.0, "dpm++", 4, seed=5, b=b) for b in range(3)]
+    assert torch.equal(x, torch.cat(parts))
+    assert batch_seed(5, 2) == 5 * 100_003 + 2
+
+
+def test_a_noise_source_is_a_parameter(tiny_unet):
+    """A different noise source changes the images; one that returns the same numbers does not."""
+    sched = make_schedule("linear", 10)
+    y = torch.tensor([4, 5])
+    calls = []
+    def same(shape, generator, device):
+        calls.append(tuple(shape))
+        return torch.randn(shape, generator=generator).to(device)
+    def other(shape, generator, device):
+        return torch.randn(shape, generator=generator).to(device) * 0.5
+    ref = sample_batch(tiny_unet, sched, y, 1.0, "ancestral", 10, seed=0, b=0)
+    assert torch.equal(sample_batch(tiny_unet, sched, y, 1.0, "ancestral", 10, seed=0, b=0, noise=same), ref)
+    assert len(calls) == 10                              # x_T and one draw per step but the last
+    assert not torch.equal(sample_batch(tiny_unet, sched, y, 1.0, "ancestral", 10, seed=0, b=0, noise=other), ref)
+
+
+def test_balanced_labels_cycle_through_the_digits():
+    assert balanced_labels(12).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert balanced_labels(5, [1, 7]).tolist() == [1, 7, 1, 7, 1]
+    assert torch.bincount(balanced_labels(10_000)).tolist() == [1000] * 10

@@ -9,6 +9,8 @@ import math
 import torch
 from torch import Tensor
 
+from .forward import inputs_trusted
+
 NULL_LABEL = 10    # "no label": the 11th row of the label embedding, used in training and in sampling
 NUM_CLASSES = 10   # the digits 0-9
 
@@ -29,6 +31,8 @@ def check_labels(y, allow_null: bool = True) -> Tensor:
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise ValueError(f"class labels must be integers (digits 0-9{null_note}), got a tensor of dtype "
                          f"{y.dtype}. Pass an integer tensor, e.g. torch.tensor([3, 7]).")
+    if inputs_trusted():        # ranges not read back from the device (forward.trusted_inputs)
+        return y.long()
     valid = (y >= 0) & (y < NUM_CLASSES)
     if allow_null:
         valid |= y == NULL_LABEL

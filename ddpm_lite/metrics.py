@@ -182,8 +182,8 @@ def load_classifier(device="cpu", path=None) -> MNISTClassifier:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except Exception as e:
         raise DataError(f"the IS classifier's weights {path} are damaged or from another model "
-                        f"({type(e).__name__}: {str(e)[:120]}). Retrain them with "
-                        "`python scripts/train_classifier.py`.") from None
+                        f"({type(e).__name__}: {str(e)[:120]}). Reinstall ddpm_lite, or retrain them with "
+                        "`python scripts/train_classifier.py` in a clone of the repository.") from None
     return model.to(pick_device(device)).eval()
 
 # %% ../notebooks/07_evaluation.ipynb #4dce2aee

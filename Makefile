@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test unit nbval export check-export students assignments grade book execute classifier pretrained bench reference errata steps experiments clean
+.PHONY: venv demo test unit nbval export check-export students assignments grade book execute classifier pretrained bench reference errata steps protocol experiments clean
 
 venv: $(STAMP)
 
@@ -95,6 +95,12 @@ errata: venv
 # FID of the shipped model against the number of sampling steps (resumable).
 steps: venv
 	$(BIN)/python scripts/steps_sweep.py
+
+# Chapter 9's first table: the shipped model's 10,000-image sets (resumable), then their FID, IS and accuracy.
+PROTOCOL_SETTINGS ?= dpm++:10 dpm++:20 ddim:20
+protocol: venv
+	$(BIN)/python -m ddpm_lite.protocol sample --settings $(PROTOCOL_SETTINGS)
+	$(BIN)/python -m ddpm_lite.protocol evaluate
 
 clean:
 	rm -rf _build .pytest_cache

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm_lite import evaluation, metrics
+from ddpm_lite import checks, evaluation, metrics
 from ddpm_lite.data import load_mnist, to_float
 from ddpm_lite.errors import DataError
 
@@ -34,6 +34,12 @@ def test_is_shuffles_class_ordered_samples_before_splitting():
     onehot = np.eye(10)[np.repeat(np.arange(10), 1000)]         # as sample files store them: class by class
     assert metrics.inception_score(onehot, shuffle_seed=None)[0] == pytest.approx(1.0)   # the trap
     assert metrics.inception_score(onehot)[0] > 9.9                                     # shuffled: ~10
+
+
+def test_the_assignment_checks_pass_on_the_inception_score():
+    # the same checks grade the chapter 7 assignment (ddpm_lite.checks)
+    checks.inception_score_extremes(metrics.inception_score)
+    checks.inception_score_shuffles_and_bounds(metrics.inception_score)
 
 
 def test_is_lies_between_one_and_the_number_of_classes():

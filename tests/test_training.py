@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ddpm_lite import training
+from ddpm_lite import checks, training
 from ddpm_lite.checkpoint import latest_checkpoint, step_checkpoints
 from ddpm_lite.config import get_config
 from ddpm_lite.errors import CheckpointError, TrainingDiverged
@@ -66,6 +66,9 @@ def test_l1_and_l2_losses_are_what_they_say(data):
     sched = make_schedule(cfg.schedule, cfg.T)
     assert torch.allclose(diffusion_loss(zero, sched, batch, "l1"), batch.eps.abs().mean())
     assert torch.allclose(diffusion_loss(zero, sched, batch, "l2"), batch.eps.pow(2).mean())
+    # the same checks grade the chapter 5 assignment (ddpm_lite.checks)
+    checks.diffusion_loss_is_algorithm_1(diffusion_loss)
+    checks.diffusion_loss_has_gradients(diffusion_loss)
 
 
 def test_same_seed_is_bit_identical_and_another_seed_differs(data):

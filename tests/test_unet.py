@@ -246,6 +246,13 @@ def test_sinusoidal_embedding_shape_and_distinct_rows():
     assert off_diagonal.min() > 1e-2, "two distinct steps share an embedding"
 
 
+def test_the_assignment_checks_pass_on_the_embedding():
+    # the same checks grade the chapter 3 assignment (ddpm_lite.checks)
+    from ddpm_lite import checks
+    checks.sinusoidal_embedding_is_the_formula(sinusoidal_embedding)
+    checks.sinusoidal_embedding_separates_steps(sinusoidal_embedding)
+
+
 def test_sinusoidal_embedding_rejects_bad_input():
     with pytest.raises(ValueError, match="even"):
         sinusoidal_embedding(torch.arange(3), 7)

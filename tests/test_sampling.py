@@ -9,7 +9,8 @@ from ddpm_lite.checks import MU0, S0, TOY_SHAPE, GaussianOptimalEps, exact_momen
 from ddpm_lite.config import get_config
 from ddpm_lite.forward import make_schedule
 from ddpm_lite.reverse import mu_from_eps
-from ddpm_lite.sampling import ancestral_sample, ddim_sample, ddim_timesteps, generate
+from ddpm_lite.sampling import (CLIP_X0_DEFAULT, ancestral_sample, balanced_labels, batch_seed, ddim_sample,
+                                ddim_timesteps, dpm_solver_pp_sample, generate, sample_batch)
 from ddpm_lite.unet import build_model
 
 
@@ -245,3 +246,79 @@ def test_negative_eta(toy):
     model, sched = toy
     with pytest.raises(ValueError, match="eta must be >= 0"):
         ddim_sample(model, sched, [1], steps=5, eta=-0.1, shape=TOY_SHAPE)
+
+
+# --- DPM-Solver++(2M), clipping, and the one sampling path --------------------------------------
+
+def test_dpm_solver_order_1_is_ddim(tiny_unet):
+    sched = make_schedule("linear", 50)
+    y = torch.tensor([0, 3, 7, 9])
+    a = dpm_solver_pp_sample(tiny_unet, sched, y, 1.5, steps=7, order=1, spacing="time", generator=torch.Generator().manual_seed(2))
+    b = ddim_sample(tiny_unet, sched, y, 1.5, steps=7, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(a, b, atol=1e-5)
+    c = dpm_solver_pp_sample(tiny_unet, sched, y, 1.5, steps=7, generator=torch.Generator().manual_seed(2))
+    assert not torch.allclose(c, b, atol=1e-3)          # the second-order update does change the images
+
+
+@pytest.mark.parametrize("steps", [10, 20])
+def test_dpm_solver_spread_is_closer_to_the_data_than_ddim(steps):
+    """With the exact predictor, the ODE maps N(0, 1) onto the data; the 2M update tracks it better than DDIM."""
+    n = 20_000
+    sched = make_schedule("linear", 1000)
+    model = GaussianOptimalEps(sched)
+    g = lambda: torch.Generator().manual_seed(0)
+    dpm = dpm_solver_pp_sample(model, sched, toy_labels(n), steps=steps, generator=g(), shape=TOY_SHAPE, clip_x0=False)   # lambda grid
+    ddim = ddim_sample(model, sched, toy_labels(n), steps=steps, generator=g(), shape=TOY_SHAPE, clip_x0=False)
+    err_dpm = abs(dpm.double().std().item() / S0 - 1)
+    err_ddim = abs(ddim.double().std().item() / S0 - 1)
+    assert err_dpm < err_ddim / 3, (err_dpm, err_ddim)
+    assert abs(dpm.double().mean().item() - MU0) < 5 * S0 / n ** 0.5          # 5 standard errors
+
+
+def test_dpm_solver_bad_order(toy):
+    model, sched = toy
+    with pytest.raises(ValueError, match="order"):
+        dpm_solver_pp_sample(model, sched, toy_labels(2), steps=3, order=3, shape=TOY_SHAPE)
+
+
+def test_clip_x0_is_one_switch_on_every_sampler(tiny_unet):
+    """Clipping changes the images of every sampler (a random tiny U-Net predicts x_0 far outside [-1, 1])."""
+    sched = make_schedule("linear", 20)
+    y = torch.tensor([1, 2])
+    for sampler, steps in [("ancestral", 20), ("ddim", 5), ("dpm++", 5)]:
+        on = sample_batch(tiny_unet, sched, y, 2.0, sampler, steps, seed=1, b=0, clip_x0=True)
+        off = sample_batch(tiny_unet, sched, y, 2.0, sampler, steps, seed=1, b=0, clip_x0=False)
+        default = sample_batch(tiny_unet, sched, y, 2.0, sampler, steps, seed=1, b=0)
+        assert not torch.allclose(on, off), sampler
+        assert torch.equal(default, on if CLIP_X0_DEFAULT[sampler] else off), sampler
+
+
+def test_generate_is_sample_batch_batch_by_batch(tiny_unet):
+    sched = make_schedule("linear", 10)
+    y = balanced_labels(7)
+    x = generate(tiny_unet, sched, y, 1.0, "dpm++", 4, seed=5, batch_size=3, progress=False)
+    parts = [sample_batch(tiny_unet, sched, y[3 * b:3 * b + 3], 1.0, "dpm++", 4, seed=5, b=b) for b in range(3)]
+    assert torch.equal(x, torch.cat(parts))
+    assert batch_seed(5, 2) == 5 * 100_003 + 2
+
+
+def test_a_noise_source_is_a_parameter(tiny_unet):
+    """A different noise source changes the images; one that returns the same numbers does not."""
+    sched = make_schedule("linear", 10)
+    y = torch.tensor([4, 5])
+    calls = []
+    def same(shape, generator, device):
+        calls.append(tuple(shape))
+        return torch.randn(shape, generator=generator).to(device)
+    def other(shape, generator, device):
+        return torch.randn(shape, generator=generator).to(device) * 0.5
+    ref = sample_batch(tiny_unet, sched, y, 1.0, "ancestral", 10, seed=0, b=0)
+    assert torch.equal(sample_batch(tiny_unet, sched, y, 1.0, "ancestral", 10, seed=0, b=0, noise=same), ref)
+    assert len(calls) == 10                              # x_T and one draw per step but the last
+    assert not torch.equal(sample_batch(tiny_unet, sched, y, 1.0, "ancestral", 10, seed=0, b=0, noise=other), ref)
+
+
+def test_balanced_labels_cycle_through_the_digits():
+    assert balanced_labels(12).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert balanced_labels(5, [1, 7]).tolist() == [1, 7, 1, 7, 1]
+    assert torch.bincount(balanced_labels(10_000)).tolist() == [1000] * 10

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import DDPMLiteError
 
 __all__ = ["atomic_write_bytes", "atomic_torch_save", "remove_stale_temp_files", "write_json", "read_json", "sha256_file",
-           "provenance", "git_commit", "npz_bytes"]
+           "provenance", "git_commit", "npz_bytes", "open_parts_folder"]
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
@@ -153,3 +153,27 @@ def npz_bytes(compress: bool = True, **arrays) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
             zf.writestr(info, body.getvalue())
     return buf.getvalue()
+
+
+def open_parts_folder(parts, settings: dict) -> Path:
+    """A folder of resumable batch files (`batch_00000.npz`, ...) for one piece of work described by `settings`.
+
+    Temporaries left by a killed writer are removed; when the recorded settings (`parts.json`) differ
+    from `settings`, every batch is removed (they belong to other work) and the new settings recorded.
+    """
+    import json
+    parts = Path(parts)
+    info = parts / "parts.json"
+    if parts.is_dir():
+        remove_stale_temp_files(parts)
+        try:
+            same = json.loads(info.read_text()) == settings
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            for p in parts.glob("*"):
+                if p.is_file():
+                    p.unlink()
+    write_json(info, settings)
+    return parts
+

@@ -17,7 +17,6 @@ its FID, Inception Score and conditional accuracy (`ddpm_lite.evaluation.score`)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .io import atomic_write_bytes, npz_bytes, provenance, read_json, remove_stale_temp_files, sha256_file, \
-    write_json
+from .io import atomic_write_bytes, npz_bytes, open_parts_folder, provenance, read_json, sha256_file, write_json
 
 __all__ = ["N_PROTOCOL", "DEFAULT_SETTINGS", "parse_setting", "set_name", "draw_set", "evaluate_set",
            "protocol_rows", "summary_row", "write_summary", "main"]
@@ -90,17 +88,7 @@ def draw_set(model: str = "pretrained", sampler: str = "dpm++", steps: int = 20,
     parts = runs / f"{name}.parts"
     settings = {"model_sha256": sha256_file(path), "sampler": sampler, "steps": steps, "w": w, "n": n,
                 "seed": seed, "clip_x0": clip, "batch_size": BATCH_SIZE}
-    info_file = parts / "parts.json"
-    if parts.is_dir():
-        remove_stale_temp_files(parts)
-        try:
-            same = json.loads(info_file.read_text()) == settings
-        except (OSError, ValueError):
-            same = False
-        if not same:                               # batches of other settings or another model: start over
-            for p in parts.glob("*"):
-                p.unlink()
-    write_json(info_file, settings)
+    open_parts_folder(parts, settings)             # batches of other settings or another model: start over
     sched = make_schedule(cfg.schedule, cfg.T)
     chunks = balanced_labels(n).split(BATCH_SIZE)
     bar = tqdm(total=len(chunks), desc=name, unit="batch", disable=not progress)

@@ -429,7 +429,10 @@ def bench_inception(sizes: BenchSizes) -> dict:
     t0 = time.perf_counter()
     # Inception is the slowest thing here: the minimum number of rounds, no extra ones
     r = measure(variants, max(1, sizes.repeats - 1), sizes.warmup, "eager_channels_last")
+    with torch.inference_mode():
+        flops = count_flops(lambda: net(x[:1]))
     out = {"images": source, "n": n, "threads": torch.get_num_threads(), "default_backend": default.backend,
+           "gflop_per_image": _round(flops / 1e9), "flop_count": "FlopCounterMode over one forward pass (a multiply-add is 2)",
            **{k: {**timings(v), "images_per_s": _round(n / v["median_s"]),
                   "max_abs_diff_vs_eager": _max_diff(v["output"], r["eager_channels_last"]["output"])}
               for k, v in r.items()},
@@ -581,6 +584,27 @@ def print_report(res: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+def remeasure_inception(sizes: BenchSizes, out: Path, notes: list) -> int:
+    """`--only inception`: the FID-features section measured again, written into an existing results file."""
+    import json
+    if not out.is_file():
+        print(f"error: --only needs an earlier full run in {out}; run `make bench` first.", file=sys.stderr)
+        return 2
+    res = json.loads(out.read_text())
+    load_start = loadavg()
+    inc = bench_inception(sizes)
+    inc["provenance"] = provenance("cpu", script="scripts/bench.py --only inception", loadavg_1min_start=load_start,
+                                   notes=list(notes))
+    res["evaluation"]["inception"] = inc
+    res["targets"] = observations(res)
+    res["notes"] = [n for n in res.get("notes", []) if not n.startswith("evaluation.inception:")] + [
+        "evaluation.inception: re-measured by `scripts/bench.py --only inception` (its own provenance block); "
+        "every other section comes from the full run in the top-level provenance"]
+    write_json(out, res)
+    print_report(res)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes and one round: a smoke test, not a measurement")
@@ -588,10 +612,14 @@ def main(argv=None) -> int:
     p.add_argument("--note", action="append", default=[],
                    help="a note to keep in the JSON (repeatable), e.g. 'measured while another process was training'")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--only", choices=["inception"],
+                   help="re-measure one section and keep the rest of --out as it is (its provenance says when)")
     args = p.parse_args(argv)
     sizes = SIZES["quick" if args.quick else "default"]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.only:
+        return remeasure_inception(sizes, args.out, args.note)
     t_start, cpu_start, load_start = time.time(), time.process_time(), loadavg()
     torch.manual_seed(0)
 

@@ -17,13 +17,19 @@ from .errors import CheckpointError
 from .io import atomic_torch_save, remove_stale_temp_files
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "step_checkpoints", "latest_checkpoint",
-           "checkpoint_path", "save_model_file", "config_from_checkpoint", "resolve_model_file", "load_model"]
+           "checkpoint_path", "checkpoint_step", "save_model_file", "config_from_checkpoint", "resolve_model_file",
+           "load_model"]
 
 FORMAT = "ddpm_lite.checkpoint/1"
 
 
 def checkpoint_path(run_dir, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step_{step:08d}.pt"
+
+
+def checkpoint_step(path) -> int:
+    """The step a periodic checkpoint was saved at, read from its name (the inverse of checkpoint_path)."""
+    return int(Path(path).stem.split("_")[1])
 
 
 def save_checkpoint(path, **content) -> Path:

@@ -7,7 +7,6 @@ ddpm_lite.evaluation. The plan's folder is locked while the runner writes there.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 import zipfile
@@ -199,7 +198,7 @@ class Runner:
     # -- sample ---------------------------------------------------------------------------------
     def _run_sample(self, u: Unit, must_finish: bool) -> _Result:
         from ..data import to_uint8
-        from ..io import remove_stale_temp_files
+        from ..io import open_parts_folder
         s = u.spec
         model_file = self.layout.model_file(s["model"])
         model_res = read_result(self.layout, s["model"])
@@ -216,17 +215,7 @@ class Runner:
         chunks = labels.split(s["batch_size"])
         parts = self.layout.parts_dir(u.name)
         settings = {**sample_settings(u), "model_sha256": model_sha}
-        info_file = parts / "parts.json"
-        if parts.is_dir():
-            remove_stale_temp_files(parts)
-            try:
-                same = json.loads(info_file.read_text()) == settings
-            except (OSError, ValueError):
-                same = False
-            if not same:                          # batches of other settings or another model: start over
-                for p in parts.glob("*"):
-                    p.unlink()
-        write_json(info_file, settings)
+        open_parts_folder(parts, settings)        # batches of other settings or another model: start over
         rate_key = architecture(mcfg)
         passes = 2 if s["w"] > 0 else 1
         t_all = time.monotonic()

@@ -1,6 +1,6 @@
 """Build the course assignments from chapters 1-7: student notebooks with checks, and the grader's files.
 
-Usage: python scripts/assignments.py [OUT_DIR]   (default: assignments/, which git ignores)
+Usage: python scripts/assignments.py [OUT_DIR] [--only CHAPTER ...]   (default: assignments/, which git ignores)
 
 For each chapter with exercises in `ddpm_lite.checks.EXERCISES`, the chapter notebook becomes an
 otter-grader master notebook: the body of each exercise function (found by name in the code cells)
@@ -235,9 +235,14 @@ def build(out: Path, chapters: list[str] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else root / "assignments"
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", nargs="?", type=Path, default=root / "assignments", help="where to write (default: assignments/)")
+    ap.add_argument("--only", nargs="+", metavar="CHAPTER", choices=checks.chapters(), help="build these chapters only")
+    args = ap.parse_args()
+    target = args.out
     try:
-        build(target)
+        build(target, args.only)
     except GeneratorError as e:
         sys.exit(f"assignments: {e}")
     print(f"assignments written to {target}")

@@ -102,9 +102,9 @@ def test_each_chapter_has_an_assignment_with_blanked_bodies(built):
 
 
 def test_generation_is_reproducible(built, tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "assignments.py"), str(tmp_path)], check=True,
-                   capture_output=True)
-    for chapter in MODULES:
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "assignments.py"), str(tmp_path), "--only", "01_forward_process",
+                    "06_sampling"], check=True, capture_output=True)
+    for chapter in ("01_forward_process", "06_sampling"):
         a = (built / "student" / chapter / f"{chapter}.ipynb").read_bytes()
         assert a == (tmp_path / "student" / chapter / f"{chapter}.ipynb").read_bytes(), chapter
         assert (built / "handout" / f"{chapter}.zip").read_bytes() == (tmp_path / "handout" / f"{chapter}.zip").read_bytes()
@@ -245,29 +245,24 @@ def test_a_file_that_is_no_assignment_is_reported_not_fatal(graded):
 
 # --- a student's view: the notebook alone, the package installed, no clone --------------------------
 
-def test_assignment_opened_alone_runs_its_checks(built, tmp_path):
+def test_assignment_opened_alone_runs_its_checks(built, tmp_path, monkeypatch):
+    """The student notebook alone in a folder (cut to its definitions and checks), run as handed out, then q_sample written."""
     from nbclient import NotebookClient
     chapter = "01_forward_process"
-    nb = nbformat.read(built / "student" / chapter / f"{chapter}.ipynb", as_version=4)
+    nb = tiny(nbformat.read(built / "student" / chapter / f"{chapter}.ipynb", as_version=4))
     solution = nbformat.read(built / "solutions" / f"{chapter}.ipynb", as_version=4)
-    q_sample_cell = next(c for c in solution.cells if "def q_sample(" in c.source).source
-    init = next(c for c in nb.cells if "otter_notebook(" in c.source)
-    steps = [next(c for c in nb.cells if "import torch" in c.source and "dataclass" in c.source)]
-    steps += [c for c in nb.cells if c.cell_type == "code" and any(f"def {n}" in c.source for n in
-                                                                  ("extract", "linear_betas", "Schedule"))]
-    answer = next(c for c in nb.cells if "def q_sample(" in c.source)
-    check = nbformat.v4.new_code_cell('grader.check("q_sample")')
-    filled = nbformat.v4.new_code_cell(q_sample_cell)
-    run = nbformat.v4.new_notebook(cells=[init, *steps, answer, check, filled, check], metadata=nb.metadata)
-    for c in run.cells:
-        c.outputs, c.execution_count = [], None
+    filled = next(c for c in solution.cells if "def q_sample(" in c.source).source
+    nb.cells += [nbformat.v4.new_code_cell(filled), nbformat.v4.new_code_cell('grader.check("q_sample")')]
     folder = tmp_path / "student"                  # only the notebook: no tests folder, no repository
     folder.mkdir()
-    NotebookClient(run, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    monkeypatch.setenv("DDPM_LITE_SMALL", "1")
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(folder)}}).execute()
 
     def text(cell):
         return "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs)
-    before, after = text(run.cells[-3]), text(run.cells[-1])
+    first_check = next(c for c in nb.cells if c.source == 'grader.check("q_sample")')
+    before, after = text(first_check), text(nb.cells[-1])
     assert "q_sample is not right yet" in before and "None" in before, before
     assert "All test cases passed" in after, after
     assert (folder / "tests" / "q_sample.py").read_text() == checks.public_test_file(checks.exercise("q_sample"))

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field, fields
 
 from .errors import ConfigError
 
-__all__ = ["Config", "PRESETS", "get_config", "parse_overrides"]
+__all__ = ["Config", "PRESETS", "SAMPLING_FIELDS", "get_config", "parse_overrides"]
+
+
+# Sampling defaults: how a model is sampled unless a command says otherwise (the w it was tuned at,
+# its sampler). They do not change training; every sample and evaluation file records what was used.
+SAMPLING_FIELDS = ("w", "null_at_sampling", "sampler", "sample_steps")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ def to_uint8_clamp01(x: torch.Tensor) -> torch.Tensor:
     """The published code's image export: round(255 clamp(x, 0, 1)), as if x lived in [0, 1].
 
     Our images live in [-1, 1], so every pixel at or below mid-grey becomes 0 and the rest is stretched.
+
     Defined in chapter 10 (errata).
     """
     # u = round(255 clamp(x, 0, 1))   (eq-export-clamp; the protocol is eq-export-protocol)
@@ -51,7 +52,10 @@ def mismatched_view(x: torch.Tensor) -> torch.Tensor:
 
 
 class MismatchedView(nn.Module):
-    """`mismatched_view` as a layer, to put in front of a classifier. Defined in chapter 10 (errata)."""
+    """`mismatched_view` as a layer, to put in front of a classifier.
+
+    Defined in chapter 10 (errata).
+    """
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return mismatched_view(x)
 
@@ -62,6 +66,7 @@ def classifier_input(images_u8, stats_mismatch: bool = False) -> torch.Tensor:
     That code trains its classifier on z = (u/255 - mean) / std but feeds it images in [-1, 1]. Our
     classifier reads x = 2u/255 - 1, so the image it must be shown to reproduce the slip is the x'
     whose z-value equals x (eq-classifier-mismatch).
+
     Defined in chapter 10 (errata).
     """
     x = preprocess(images_u8)
@@ -84,6 +89,7 @@ def omit_null_label(model: nn.Module) -> nn.Module:
     The published code trains "no label" as an all-zeros one-hot vector, which its linear label
     layer turns into the bias b, and samples with the label left out, which adds nothing. Our null
     row E[NULL_LABEL] plays the part of b, so zeroing it reproduces what that code samples with.
+
     Defined in chapter 10 (errata).
     """
     twin = copy.deepcopy(model)
@@ -118,7 +124,9 @@ def classifier_features(model: nn.Module, images_u8, batch_size: int = 1000) -> 
 def within_class_spread(features: np.ndarray, labels: np.ndarray) -> float:
     """Mean over classes of tr Cov(features | class): the average squared distance to the class mean.
 
-    Larger means more varied images of the same digit. Defined in chapter 10 (errata).
+    Larger means more varied images of the same digit.
+
+    Defined in chapter 10 (errata).
     """
     feats = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     labels = np.asarray(labels)

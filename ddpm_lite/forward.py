@@ -16,7 +16,8 @@ import torch
 def extract(v: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Pick v[t] for each image and shape it to broadcast over x: [B] -> [B, 1, 1, 1].
 
-    Defined in chapter 1 (forward process)."""
+    Defined in chapter 1 (the forward process).
+    """
     return v.to(x.device)[t.to(x.device)].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
 
 
@@ -29,7 +30,10 @@ def trusted_inputs():
 
     Only for inputs valid by construction, such as the training batches of `draw_batch` (chapter 5):
     on a GPU each such check is a host sync that stalls the device, and a CUDA graph cannot contain
-    one at all. Type and shape checks still run. Defined in chapter 1 (forward process)."""
+    one at all. Type and shape checks still run.
+
+    Defined in chapter 1 (the forward process).
+    """
     token = _TRUSTED.set(True)
     try:
         yield
@@ -38,14 +42,18 @@ def trusted_inputs():
 
 
 def inputs_trusted() -> bool:
-    "True inside `trusted_inputs()`. Defined in chapter 1 (forward process)."
+    """True inside `trusted_inputs()`.
+
+    Defined in chapter 1 (the forward process).
+    """
     return _TRUSTED.get()
 
 
 def check_timesteps(t, T: int) -> torch.Tensor:
     """t as a long tensor, after checking each entry is a 0-based step index in [0, T-1].
 
-    Defined in chapter 1 (forward process)."""
+    Defined in chapter 1 (the forward process).
+    """
     t = torch.as_tensor(t)
     if t.dtype.is_floating_point or t.dtype == torch.bool:
         raise ValueError(f"timesteps must be integers, got dtype {t.dtype}.")
@@ -63,7 +71,8 @@ def _check_T(T) -> None:
 def linear_betas(T: int, beta_1: float = 1e-4, beta_T: float = 0.02) -> torch.Tensor:
     """Ho et al.'s linear schedule: beta_t evenly spaced from beta_1 to beta_T (float64, length T).
 
-    Defined in chapter 1 (forward process)."""
+    Defined in chapter 1 (the forward process).
+    """
     _check_T(T)
     if T == 1:
         return torch.tensor([beta_1], dtype=torch.float64)
@@ -73,7 +82,8 @@ def linear_betas(T: int, beta_1: float = 1e-4, beta_T: float = 0.02) -> torch.Te
 def cosine_alpha_bar(t: torch.Tensor, T: int, s: float = 0.008) -> torch.Tensor:
     """Nichol & Dhariwal's abar(t) = f(t) / f(0), f(t) = cos^2((t/T + s) / (1 + s) * pi/2), for t in [0, T].
 
-    Defined in chapter 1 (forward process)."""
+    Defined in chapter 1 (the forward process).
+    """
     f = lambda u: torch.cos((u / T + s) / (1 + s) * math.pi / 2) ** 2
     return f(torch.as_tensor(t).double()) / f(torch.zeros((), dtype=torch.float64))
 
@@ -81,7 +91,8 @@ def cosine_alpha_bar(t: torch.Tensor, T: int, s: float = 0.008) -> torch.Tensor:
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     """The betas that make abar_t follow the cosine curve, clipped at max_beta (float64, length T).
 
-    Defined in chapter 1 (forward process)."""
+    Defined in chapter 1 (the forward process).
+    """
     _check_T(T)
     abar = cosine_alpha_bar(torch.arange(T + 1, dtype=torch.float64), T, s)
     # beta_t = 1 - abar_t / abar_{t-1}
@@ -95,7 +106,8 @@ SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
 class Schedule:
     """beta_t, alpha_t and abar_t for the paper's t = 1..T, stored at indices 0..T-1 (float64).
 
-    Defined in chapter 1 (forward process)."""
+    Defined in chapter 1 (the forward process).
+    """
     betas: torch.Tensor
     name: str = "custom"
 
@@ -122,7 +134,8 @@ class Schedule:
 def make_schedule(name: str = "linear", T: int = 1000) -> Schedule:
     """The noise schedule `name` ('linear' or 'cosine') with T steps.
 
-    Defined in chapter 1 (forward process)."""
+    Defined in chapter 1 (the forward process).
+    """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
     return Schedule(SCHEDULES[name](T), name)
@@ -131,7 +144,8 @@ def make_schedule(name: str = "linear", T: int = 1000) -> Schedule:
 def q_sample(sched: Schedule, x0: torch.Tensor, t, eps: torch.Tensor | None = None) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0) in one jump (eq 4). t holds one 0-based step index per image.
 
-    Defined in chapter 1 (forward process)."""
+    Defined in chapter 1 (the forward process).
+    """
     t = check_timesteps(t, sched.T)
     if eps is None:
         eps = torch.randn_like(x0)
@@ -143,7 +157,8 @@ def q_sample(sched: Schedule, x0: torch.Tensor, t, eps: torch.Tensor | None = No
 def q_step(sched: Schedule, x_prev: torch.Tensor, t, eps: torch.Tensor | None = None) -> torch.Tensor:
     """One step of the forward chain, x_{t-1} -> x_t (eq 2). t holds 0-based step indices.
 
-    Defined in chapter 1 (forward process)."""
+    Defined in chapter 1 (the forward process).
+    """
     t = check_timesteps(t, sched.T)
     if eps is None:
         eps = torch.randn_like(x_prev)

@@ -21,6 +21,7 @@ def check_labels(y, allow_null: bool = True) -> Tensor:
     With `allow_null=True` the null label `NULL_LABEL` (10, "no label") is accepted too. Float and
     bool tensors are refused, even when their values look like digits: a float label usually
     means that images and labels were mixed up.
+
     Defined in chapter 4 (classifier-free guidance).
     """
     null_note = f" or {NULL_LABEL} (NULL_LABEL, 'no label')" if allow_null else ""
@@ -61,6 +62,7 @@ def drop_labels(y: Tensor, p_uncond: float, generator: torch.Generator | None = 
 
     One coin per example, not one per batch, so every batch mixes labelled and unlabelled
     examples. Returns a new long tensor on `y`'s device; `y` itself is left unchanged.
+
     Defined in chapter 4 (classifier-free guidance).
     """
     p_uncond = _check_probability(p_uncond, "p_uncond")
@@ -76,6 +78,7 @@ def check_guidance_weight(w) -> float:
     """Return the guidance weight `w` as a float after checking it is finite and >= 0.
 
     The paper's convention: w = 0 is plain conditional sampling, larger w guides more strongly.
+
     Defined in chapter 4 (classifier-free guidance).
     """
     if isinstance(w, bool):
@@ -99,6 +102,7 @@ def guided_eps(model, x: Tensor, t: Tensor, y: Tensor, w: float) -> Tensor:
 
     `model(x, t, y)` predicts the noise; `y` holds labels 0-9 (or `NULL_LABEL`). With w = 0 the
     unconditional pass is skipped and the model is called once on the B images.
+
     Defined in chapter 4 (classifier-free guidance).
     """
     w = check_guidance_weight(w)

@@ -29,6 +29,7 @@ def inception_score(probs, splits: int = 10, shuffle_seed: int | None = 0) -> tu
     The rows are shuffled with a fixed seed before splitting, because sample files list their
     images class by class: an unshuffled split would hold one class and score about 1.
     Pass `shuffle_seed=None` to split in the given order.
+
     Defined in chapter 7 (evaluation).
     """
     from scipy.special import rel_entr
@@ -51,6 +52,7 @@ def preprocess(images_u8) -> torch.Tensor:
 
     uint8 [N, 28, 28] (or [N, 1, 28, 28]) -> float32 [N, 1, 28, 28] in [-1, 1]: the same
     mapping (`ddpm_lite.data.to_float`) that turns MNIST into the diffusion model's data.
+
     Defined in chapter 7 (evaluation).
     """
     x = torch.as_tensor(images_u8)
@@ -63,6 +65,7 @@ class MNISTClassifier(nn.Module):
     """A small CNN for MNIST digits: two conv + pool stages and a two-layer head (~0.42M parameters).
 
     Input: `preprocess(images)`, float [N, 1, 28, 28] in [-1, 1]. Output: logits [N, 10].
+
     Defined in chapter 7 (evaluation).
     """
 
@@ -95,7 +98,10 @@ def class_probabilities(model: nn.Module, images_u8, batch_size: int = 1000) -> 
 
 
 def classifier_accuracy(model: nn.Module, images_u8, labels, batch_size: int = 1000) -> float:
-    """Fraction of images whose most probable class is the true label. Defined in chapter 7 (evaluation)."""
+    """Fraction of images whose most probable class is the true label.
+
+    Defined in chapter 7 (evaluation).
+    """
     probs = class_probabilities(model, images_u8, batch_size)
     return float((probs.argmax(1) == np.asarray(labels)).mean())
 
@@ -107,6 +113,7 @@ def train_classifier(images_u8, labels, epochs: int = 3, batch_size: int = 128, 
 
     `eval_set=(images_u8, labels)` is scored after every epoch. The run is a function of
     `seed` alone (initialisation, dropout and the order of the batches).
+
     Defined in chapter 7 (evaluation).
     """
     from tqdm.auto import tqdm
@@ -152,7 +159,10 @@ CLASSIFIER_FILE = "mnist_classifier.pt"
 
 
 def classifier_path() -> Path:
-    """Where the package ships the IS classifier's weights. Defined in chapter 7 (evaluation)."""
+    """Where the package ships the IS classifier's weights.
+
+    Defined in chapter 7 (evaluation).
+    """
     return assets_dir() / CLASSIFIER_FILE
 
 
@@ -190,7 +200,9 @@ def load_classifier(device="cpu", path=None) -> MNISTClassifier:
 def conditional_accuracy(probs, labels, num_classes: int = 10) -> dict:
     """How often the classifier's top class equals the requested label: overall and per class.
 
-    A class with no images gets `None`. Defined in chapter 7 (evaluation).
+    A class with no images gets `None`.
+
+    Defined in chapter 7 (evaluation).
     """
     pred = np.asarray(probs).argmax(axis=1)
     labels = np.asarray(labels)
@@ -204,6 +216,7 @@ def fid_vs_mnist(images_u8, split: str = "test", device="auto", progress: bool =
     """FID of uint8 images against an MNIST split (default: the 10,000 test images), pool3, 2048 dims.
 
     A thin layer over `ddpm_lite.inception`; the split's statistics are computed once and cached.
+
     Defined in chapter 7 (evaluation).
     """
     from ddpm_lite import inception

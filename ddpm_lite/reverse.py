@@ -31,7 +31,7 @@ def posterior_variance(sched: Schedule) -> torch.Tensor:
     It is exactly 0 at the paper's step 1 (index 0) and lies in (0, beta_t] after that. The reverse
     process uses it as its fixed variance, Sigma_theta = beta-tilde_t I (eq 5).
 
-    Defined in chapter 2 (reverse process).
+    Defined in chapter 2 (the reverse process).
     """
     abar_prev = _alpha_bars_prev(sched)
     # beta-tilde_t = (1 - abar_{t-1}) / (1 - abar_t) * beta_t
@@ -40,7 +40,7 @@ def posterior_variance(sched: Schedule) -> torch.Tensor:
 def posterior_coefficients(sched: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
     """(c0, ct) for every step, such that mu-tilde_t(x_t, x_0) = c0[t] * x_0 + ct[t] * x_t.
 
-    Defined in chapter 2 (reverse process).
+    Defined in chapter 2 (the reverse process).
     """
     abar, abar_prev = sched.alpha_bars, _alpha_bars_prev(sched)
     # c0 = sqrt(abar_{t-1}) beta_t / (1 - abar_t),  ct = sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
@@ -53,7 +53,7 @@ def q_posterior(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Te
 
     Returns (mean, variance); the variance has shape [B, 1, ...] and broadcasts over x_t.
 
-    Defined in chapter 2 (reverse process).
+    Defined in chapter 2 (the reverse process).
     """
     t = _check_steps(t, sched, xt)
     c0, ct = posterior_coefficients(sched)
@@ -67,7 +67,7 @@ def predict_x0(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Te
 
     With the true noise it inverts `q_sample` exactly.
 
-    Defined in chapter 2 (reverse process).
+    Defined in chapter 2 (the reverse process).
     """
     t = _check_steps(t, sched, xt)
     abar = extract(sched.alpha_bars, t, xt)
@@ -79,7 +79,7 @@ def mu_from_eps(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.T
 
     Equals the posterior mean mu-tilde_t(x_t, x_0) when eps is the true noise.
 
-    Defined in chapter 2 (reverse process).
+    Defined in chapter 2 (the reverse process).
     """
     t = _check_steps(t, sched, xt)
     alpha = extract(sched.alphas, t, xt)
@@ -93,7 +93,7 @@ def p_mean_variance(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, eps: tor
 
     Returns (mean, variance); the variance has shape [B, 1, ...] and is 0 at index 0 (the last step).
 
-    Defined in chapter 2 (reverse process).
+    Defined in chapter 2 (the reverse process).
     """
     t = _check_steps(t, sched, xt)
     return mu_from_eps(sched, xt, t, eps), extract(posterior_variance(sched), t, xt)
@@ -110,7 +110,7 @@ def gaussian_optimal_eps(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, mu0
     one per row of x_t or one for all. No network can reach a lower squared error on this data,
     which makes it a reference for testing the reverse process and the samplers.
 
-    Defined in chapter 2 (reverse process).
+    Defined in chapter 2 (the reverse process).
     """
     t = _check_steps(t, sched, xt)
     _check_std(s0)
@@ -121,7 +121,7 @@ def gaussian_optimal_eps(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, mu0
 def gaussian_marginal(sched: Schedule, t: torch.Tensor, mu0: float, s0: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance of q(x_t) when x_0 ~ N(mu0, s0^2), at 0-based steps t (float64, shape of t).
 
-    Defined in chapter 2 (reverse process).
+    Defined in chapter 2 (the reverse process).
     """
     t = check_timesteps(t, sched.T)
     _check_std(s0)

@@ -132,12 +132,18 @@ def table1(rows: list, model: str = "linear_T1000", w: float = 0.2) -> dict:
 
 
 def fmt(x, digits: int = 2) -> str:
-    """A number for a table: fixed digits, or a dash for a missing value."""
+    """A number for a table: fixed digits, or a dash for a missing value.
+
+    Defined in chapter 8 (experiments).
+    """
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def markdown_table(header: list, body: list) -> str:
-    """A Markdown table from a header row and rows of cells (cells are str()-ed)."""
+    """A Markdown table from a header row and rows of cells (cells are str()-ed).
+
+    Defined in chapter 8 (experiments).
+    """
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in body])
 
@@ -147,7 +153,9 @@ def compare(a: float, b: float, noise: float, lower_is_better: bool = True) -> s
 
     Differences up to two spreads count as noise. The difference of two measurements of spread s has
     spread s*sqrt(2), so the rule calls noise a difference about one time in six (|z| > 1.41);
-    a strict 95% band would be 2.8 s. Defined in chapter 8 (experiments).
+    a strict 95% band would be 2.8 s.
+
+    Defined in chapter 8 (experiments).
     """
     if a is None or b is None or not math.isfinite(noise):
         return "not measured"

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import checkpoint_path, latest_checkpoint, save_checkpoint, step_checkpoints
-from .config import Config
+from .config import SAMPLING_FIELDS, Config
 from .device import fast_layout, fused_optimizer_kwargs, pick_device
 from . import distributed
 from .errors import CheckpointError, TrainingDiverged
@@ -33,7 +33,9 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     generator keeps only the low 32 bits of a seed, so the run's seed is folded into them with
     Knuth's multiplier 2654435761 (about 2^32 / golden ratio): seed 0 gives stream `step`, and
     runs of up to a million steps whose seeds differ by less than 2,584 never share a stream.
-    Defined in chapter 5 (training)."""
+
+    Defined in chapter 5 (training).
+    """
     # (step + seed * 2654435761) mod 2^32: seed * 2**32 + step would lose the seed in the truncation
     return torch.Generator().manual_seed((step + seed * 0x9E3779B1) % 2**32)
 
@@ -44,7 +46,9 @@ class Batch:
 
     x0: clean images [B, 1, 28, 28]; y: labels [B] (NULL_LABEL where dropped); t: 0-based steps [B];
     eps: the noise [B, 1, 28, 28].
-    Defined in chapter 5 (training)."""
+
+    Defined in chapter 5 (training).
+    """
     x0: torch.Tensor; y: torch.Tensor; t: torch.Tensor; eps: torch.Tensor
 
 
@@ -53,7 +57,9 @@ def draw_batch(cfg: Config, step: int, images: torch.Tensor, labels: torch.Tenso
     """Algorithm 1, lines 2-4 for step `step`: images and labels, t ~ U{1..T}, eps ~ N(0, I), labels dropped w.p. p_uncond.
 
     Draws the global batch of cfg.batch_size examples and returns shard `rank` of `world_size`.
-    Defined in chapter 5 (training)."""
+
+    Defined in chapter 5 (training).
+    """
     g = step_generator(cfg.seed, step)
     B = cfg.batch_size
     # x_0, c ~ data: B indices, uniformly with replacement   (Algorithm 1, line 2)
@@ -76,7 +82,9 @@ def diffusion_loss(model: nn.Module, sched, batch: Batch, loss: str = "l2") -> t
     """Algorithm 1, lines 5-6: noise the images with eq. 4 and compare the predicted noise with the true one.
 
     loss: 'l1' (the paper's) or 'l2' (Ho et al.'s simple loss); both average over pixels and batch.
-    Defined in chapter 5 (training)."""
+
+    Defined in chapter 5 (training).
+    """
     # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps   (eq 4; Algorithm 1, line 5)
     xt = q_sample(sched, batch.x0, batch.t, batch.eps)
     eps_hat = model(xt, batch.t, batch.y)
@@ -87,7 +95,8 @@ def diffusion_loss(model: nn.Module, sched, batch: Batch, loss: str = "l2") -> t
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     """Adam or AdamW (cfg.optimizer) over all of the model's weights, with cfg.lr and cfg.weight_decay.
 
-    Defined in chapter 5 (training)."""
+    Defined in chapter 5 (training).
+    """
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     device = next(model.parameters()).device
     # one fused kernel for all weights where PyTorch has one (same update, ~4x faster step)
@@ -97,7 +106,8 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
 def train_step(model, opt, sched, batch: Batch, cfg: Config) -> torch.Tensor:
     """Algorithm 1, lines 5-8: loss, gradient, optional clipping, optimizer step. Returns the detached loss.
 
-    Defined in chapter 5 (training)."""
+    Defined in chapter 5 (training).
+    """
     loss = diffusion_loss(model, sched, batch, cfg.loss)
     opt.zero_grad(set_to_none=True)
     # grad_theta L   (Algorithm 1, line 7)
@@ -115,7 +125,9 @@ class EMA:
 
     The decay warms up as d_n = min(decay, (1 + n) / (10 + n)) after n updates, so that a short run's
     average is not dominated by the random initial weights (0.999^1000 is still 0.37). Buffers are copied.
-    Defined in chapter 5 (training)."""
+
+    Defined in chapter 5 (training).
+    """
     def __init__(self, model: nn.Module, decay: float):
         import copy
         self.decay = decay
@@ -140,7 +152,8 @@ class EMA:
 class TrainState:
     """Everything a run needs to continue exactly where it stopped.
 
-    Defined in chapter 5 (training)."""
+    Defined in chapter 5 (training).
+    """
     model: nn.Module
     ema: EMA
     opt: torch.optim.Optimizer
@@ -153,7 +166,8 @@ class TrainState:
 def new_state(cfg: Config, device) -> TrainState:
     """A fresh run: initial weights drawn from cfg.seed, an EMA copy of them, a new optimizer.
 
-    Defined in chapter 5 (training)."""
+    Defined in chapter 5 (training).
+    """
     torch.manual_seed(cfg.seed)                                  # the initial weights depend on the seed alone
     model = fast_layout(build_model(cfg).to(device), device)   # channels_last where it is faster
     return TrainState(model, EMA(model, cfg.ema_decay), make_optimizer(cfg, model))
@@ -162,7 +176,8 @@ def new_state(cfg: Config, device) -> TrainState:
 def state_dict(state: TrainState, cfg: Config) -> dict:
     """The state as a checkpoint: tensors, numbers and plain dicts only (loadable with weights_only=True).
 
-    Defined in chapter 5 (training)."""
+    Defined in chapter 5 (training).
+    """
     opt = state.opt.state_dict()
     # a CUDA graph's optimizer keeps its step counters on the GPU (capturable); a checkpoint resumes anywhere
     opt["param_groups"] = [dict(g, capturable=False) if "capturable" in g else g for g in opt["param_groups"]]
@@ -172,14 +187,17 @@ def state_dict(state: TrainState, cfg: Config) -> dict:
 
 
 # Fields that only say how long to train and how often to save: a run may be extended or cut short
-# by changing them on resume, because the steps already taken do not depend on them.
-RESUMABLE_CHANGES = ("iterations", "checkpoint_every")
+# by changing them on resume, because the steps already taken do not depend on them. The sampling
+# defaults (SAMPLING_FIELDS: how the model is sampled unless told otherwise) do not touch training at
+# all, so changing them never stops a run from resuming.
+RESUMABLE_CHANGES = ("iterations", "checkpoint_every") + SAMPLING_FIELDS
 
 def restore(state: TrainState, ckpt: dict, cfg: Config, path) -> TrainState:
     """Load a checkpoint into a fresh state, refusing one whose config differs from this run's
     (except in RESUMABLE_CHANGES). Raises CheckpointError naming `path` and the fields that differ.
 
-    Defined in chapter 5 (training)."""
+    Defined in chapter 5 (training).
+    """
     now = cfg.to_dict()
     diff = {k: (ckpt["config"].get(k), v) for k, v in now.items()
             if ckpt["config"].get(k) != v and k not in RESUMABLE_CHANGES}
@@ -202,8 +220,7 @@ def restore(state: TrainState, ckpt: dict, cfg: Config, path) -> TrainState:
 # %% ../notebooks/05_training.ipynb #c87ad3c4
 class _StopFlag:
     """Turns Ctrl-C (SIGINT) into a request to stop at the next step boundary, where the state is consistent.
-
-    Defined in chapter 5 (training)."""
+    """
     def __init__(self):
         self.requested, self._old = False, None
 
@@ -243,6 +260,7 @@ def train(cfg: Config, run_dir=None, device="auto", data=None, progress: bool = 
     as the measured step time shows the run cannot reach `cfg.iterations` by then (the reason is in
     `state.stop_reason`). `fast` chooses the defaults of the first two: a `FastPaths`, True or
     None (the device's own: `FastPaths.for_device`, on for CUDA only) or False (the plain loop).
+
     Defined in chapter 5 (training).
     """
     import time
@@ -318,8 +336,7 @@ def train(cfg: Config, run_dir=None, device="auto", data=None, progress: bool = 
 # %% ../notebooks/05_training.ipynb #07160ff5
 def _record_losses(state: TrainState, pending: list, bar) -> None:
     """Move the last few losses to the history (one device sync per 10 steps), stopping on NaN or inf.
-
-    Defined in chapter 5 (training)."""
+    """
     values = torch.stack(pending).tolist()
     if not all(math.isfinite(v) for v in values):
         bar.close()
@@ -331,8 +348,7 @@ def _record_losses(state: TrainState, pending: list, bar) -> None:
 # %% ../notebooks/05_training.ipynb #8b3e6c11
 class _StepClock:
     """Seconds per step over the last few seconds, read where the host waits for the device anyway.
-
-    Defined in chapter 5 (training)."""
+    """
     def __init__(self, window_s: float = 3.0):
         self.window_s, self.points, self.first = window_s, [], None
 
@@ -372,7 +388,9 @@ class FastPaths:
     cuda_graph: capture the whole step once as a CUDA graph and replay it (`CudaGraphStep`).
     trusted_inputs: skip the range checks that read values back from the GPU (forward.trusted_inputs).
     channels_last is not listed: `new_state` uses it on CPU and CUDA alike (device.fast_layout).
-    Defined in chapter 5 (training)."""
+
+    Defined in chapter 5 (training).
+    """
     autocast: str | None = None
     tf32: bool = False
     cuda_graph: bool = False
@@ -420,7 +438,8 @@ class FastPaths:
 class Autocast(nn.Module):
     """The network under `torch.autocast` in `dtype`; returns float32, so the loss stays fp32.
 
-    Defined in chapter 5 (training)."""
+    Defined in chapter 5 (training).
+    """
     def __init__(self, inner: nn.Module, device_type: str, dtype=torch.bfloat16):
         super().__init__()
         self.inner, self.device_type, self.dtype = inner, device_type, dtype
@@ -435,7 +454,10 @@ class ScaledStep:
     """`train_step` for fp16: the loss is scaled before backward so small gradients do not round to
     zero, and the gradients unscaled before clipping and the optimizer step; a step whose gradients
     overflowed is skipped and the scale lowered (torch.amp.GradScaler). The scale is not checkpointed:
-    a resumed run finds it again within a few steps. Defined in chapter 5 (training)."""
+    a resumed run finds it again within a few steps.
+
+    Defined in chapter 5 (training).
+    """
     def __init__(self, device_type: str = "cuda"):
         self.scaler = torch.amp.GradScaler(device_type)
 
@@ -460,7 +482,9 @@ class CudaGraphStep:
     replays it on the real batch and compares the update with an eager step on a copy of the same
     state. On any error or mismatch the state is restored and every later call runs eagerly.
     Each replay copies the batch into the captured input tensors. CUDA only; not with several processes.
-    Defined in chapter 5 (training)."""
+
+    Defined in chapter 5 (training).
+    """
     def __init__(self, step=None, warmup: int = 3):
         self.step = step if step is not None else train_step
         self.warmup, self.calls, self.graph, self.failed, self.note = warmup, 0, None, False, ""

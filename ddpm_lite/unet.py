@@ -18,7 +18,8 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0
     """Fixed sine/cosine features of the step index, one row per entry of `t`.
 
     t: shape [B], integer (or float) steps; dim: even width d. Returns a [B, d] float tensor.
-    Defined in chapter 3 (U-Net).
+
+    Defined in chapter 3 (the noise-prediction network).
     """
     if dim < 2 or dim % 2:
         raise ValueError(f"the embedding width must be an even number >= 2, got {dim}.")
@@ -36,7 +37,8 @@ class Conditioning(nn.Module):
     """One conditioning vector per image: e(t, c) = MLP(PE(t)) + E[c].
 
     The label table E has NULL_LABEL + 1 = 11 rows; row NULL_LABEL stands for 'no label' (chapter 4).
-    Defined in chapter 3 (U-Net).
+
+    Defined in chapter 3 (the noise-prediction network).
     """
     def __init__(self, dim: int, num_labels: int = NULL_LABEL + 1):
         super().__init__()
@@ -51,8 +53,6 @@ class Conditioning(nn.Module):
 # %% ../notebooks/03_unet.ipynb #7a17f04c
 class _UNetBase(nn.Module):
     """Input checks shared by both U-Nets: clear errors instead of shape errors deep inside a convolution.
-
-    Defined in chapter 3 (U-Net).
     """
     in_channels = 1
 
@@ -78,7 +78,8 @@ class PaperBlock(nn.Module):
     """The paper's block: two 3x3 convolutions (padding 1), each followed by ReLU.
 
     The conditioning vector enters as a per-channel offset after the first convolution.
-    Defined in chapter 3 (U-Net).
+
+    Defined in chapter 3 (the noise-prediction network).
     """
     def __init__(self, c_in: int, c_out: int, emb_dim: int):
         super().__init__()
@@ -98,7 +99,8 @@ class PaperUNet(_UNetBase):
     Contracting blocks are separated by 2x2 max-pooling, expanding blocks by 2x2 transposed
     convolutions; skips concatenate features of equal resolution; a 1x1 convolution gives the
     output. channels: (c1, c2, c3) at 28x28, 14x14 and 7x7; time_dim: width of e(t, c).
-    Defined in chapter 3 (U-Net).
+
+    Defined in chapter 3 (the noise-prediction network).
     """
     def __init__(self, channels=(64, 128, 256), time_dim: int = 128):
         super().__init__()
@@ -125,7 +127,8 @@ class ResBlock(nn.Module):
     """Residual block (our addition): GroupNorm -> SiLU -> 3x3 conv, twice, plus the conditioning vector.
 
     conv2 starts at zero, so a new block is the identity on its skip path.
-    Defined in chapter 3 (U-Net).
+
+    Defined in chapter 3 (the noise-prediction network).
     """
     def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int = 8):
         super().__init__()
@@ -148,7 +151,8 @@ class SelfAttention(nn.Module):
     """Single-head self-attention over the pixels of a feature map, with a residual connection (our addition).
 
     The output projection starts at zero, so a new layer is the identity.
-    Defined in chapter 3 (U-Net).
+
+    Defined in chapter 3 (the noise-prediction network).
     """
     def __init__(self, c: int, groups: int = 8):
         super().__init__()
@@ -171,7 +175,8 @@ class ImprovedUNet(_UNetBase):
     Stride-2 convolutions downsample, nearest-neighbour upsampling plus a 3x3 convolution
     upsamples; skips concatenate as in the paper's network. channels: (c1, c2, c3) at 28x28,
     14x14 and 7x7, each a multiple of 8 (GroupNorm with 8 groups); time_dim: width of e(t, c).
-    Defined in chapter 3 (U-Net).
+
+    Defined in chapter 3 (the noise-prediction network).
     """
     def __init__(self, channels=(16, 32, 64), time_dim: int = 64, attention: bool = False):
         super().__init__()
@@ -201,7 +206,7 @@ class ImprovedUNet(_UNetBase):
 def build_model(cfg) -> nn.Module:
     """The U-Net that a Config asks for: cfg.model ('paper' or 'improved'), cfg.channels, cfg.time_dim, cfg.attention.
 
-    Defined in chapter 3 (U-Net).
+    Defined in chapter 3 (the noise-prediction network).
     """
     if cfg.model == "paper":
         return PaperUNet(tuple(cfg.channels), cfg.time_dim)
@@ -212,6 +217,6 @@ def build_model(cfg) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """The number of parameters (scalars) in a model.
 
-    Defined in chapter 3 (U-Net).
+    Defined in chapter 3 (the noise-prediction network).
     """
     return sum(p.numel() for p in model.parameters())

@@ -144,6 +144,17 @@ def test_a_run_can_be_extended_or_shortened_on_resume(data, tmp_path):
         run(cfg.replace(iterations=2), data, tmp_path / "a")
 
 
+def test_a_sampling_default_never_blocks_a_resume(data, tmp_path):
+    """w, the sampler and its steps say how the model is sampled, not how it is trained: a resume accepts any."""
+    cfg = tiny_cfg(iterations=4)
+    run(cfg, data, tmp_path / "a")
+    other = cfg.replace(iterations=6, w=0.5, sampler="dpm++", sample_steps=7, null_at_sampling="omitted")
+    resumed = run(other, data, tmp_path / "a")
+    assert same_state(resumed, run(cfg.replace(iterations=6), data, tmp_path / "b"))
+    with pytest.raises(CheckpointError, match="lr"):                   # a training field still does
+        run(cfg.replace(iterations=8, lr=cfg.lr / 2), data, tmp_path / "a")
+
+
 def test_ema_with_decay_zero_is_the_raw_model(data):
     cfg = tiny_cfg()
     torch.manual_seed(0)

@@ -243,8 +243,11 @@ def test_train_with_fast_paths_matches_the_plain_path(tmp_path, monkeypatch):
     assert fast.opt.defaults.get("fused")
     assert not plain.opt.defaults.get("fused")
     assert fast.losses == pytest.approx(plain.losses, abs=1e-5)
+    # channels_last convolutions sum in another order; Adam divides each step by sqrt(v), which turns
+    # those 1e-7 rounding differences of tiny gradients into ~1e-5 in the weights. A real difference
+    # between the paths would be of the order of the learning rate (2e-3) per step.
     for a, b in zip(fast.ema.model.parameters(), plain.ema.model.parameters()):
-        assert torch.allclose(a, b, atol=1e-5)
+        assert torch.allclose(a, b, atol=5e-5)
 
 
 def test_a_plain_checkpoint_resumes_on_the_fast_path(tmp_path, monkeypatch):

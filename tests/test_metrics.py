@@ -152,7 +152,7 @@ def _text(path, text):
 def no_heavy_work(monkeypatch):
     def heavy(*args, **kwargs):
         raise AssertionError("the slow part was reached")
-    monkeypatch.setattr(evaluation, "_metrics", heavy)
+    monkeypatch.setattr(evaluation, "score", heavy)
     from ddpm_lite import inception
     monkeypatch.setattr(inception, "fid_network", heavy)
 
@@ -203,10 +203,10 @@ def test_evaluate_path_writes_json_beside_the_newest_sample(tmp_path, monkeypatc
             "device": "cpu"}
     seen = {}
 
-    def fake_metrics(images, labels, device, progress):
+    def fake_metrics(images, labels, device, progress, fid=True):
         seen["shape"], seen["labels"] = images.shape, labels
         return dict(fake)
-    monkeypatch.setattr(evaluation, "_metrics", fake_metrics)
+    monkeypatch.setattr(evaluation, "score", fake_metrics)
     run = tmp_path / "run" / "samples"
     run.mkdir(parents=True)
     old = _write(run, "old.npz", **_good())

@@ -145,4 +145,6 @@ def load_model(source, device="cpu"):
                               f"({cfg.model}, channels {cfg.channels}, attention={cfg.attention}): {first}. "
                               "The file was written by another model or altered.") from None
     from .device import fast_layout
-    return fast_layout(model.to(device)).eval().requires_grad_(False), cfg
+    from .recipes import noise_predictor
+    model = noise_predictor(fast_layout(model.to(device)), cfg)   # a v-network answers in eps (chapter 12)
+    return model.eval().requires_grad_(False), cfg

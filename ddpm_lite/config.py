@@ -40,9 +40,14 @@ class Config:
     w: float = 2.0                       # guidance weight at sampling time (eq 6)
     # --- training (chapter 5)
     loss: str = "l2"                     # "l1" (the paper's) or "l2" (Ho et al.)
+    prediction: str = "eps"              # what the network predicts: "eps" (the noise) or "v" (chapter 12)
+    loss_weight: str = "none"            # "none" or "min_snr": min(SNR, snr_gamma) weighting (chapter 12)
+    snr_gamma: float = 5.0               # the cap gamma of min-SNR weighting
     batch_size: int = 64
     iterations: int = 1500
     lr: float = 2e-3
+    lr_schedule: str = "constant"        # "constant" or "cosine" (decays to 0 at `iterations`, chapter 12)
+    warmup: int = 0                      # steps of linear learning-rate warm-up (chapter 12)
     optimizer: str = "adamw"             # "adam" or "adamw"
     weight_decay: float = 0.0
     ema_decay: float = 0.995             # 0 means the EMA model is the raw model
@@ -66,7 +71,9 @@ class Config:
 
 
 _CHOICES = {"model": ("paper", "improved"), "schedule": ("linear", "cosine"), "loss": ("l1", "l2"),
-            "optimizer": ("adam", "adamw"), "sampler": ("ancestral", "ddim", "dpm++"),
+            "optimizer": ("adam", "adamw"),
+            "prediction": ("eps", "v"), "loss_weight": ("none", "min_snr"), "lr_schedule": ("constant", "cosine"),
+            "sampler": ("ancestral", "ddim", "dpm++"),
             "label_drop": ("per_sample", "per_batch"), "null_at_sampling": ("learned", "omitted")}
 
 
@@ -79,10 +86,10 @@ def validate(cfg: Config) -> None:
     for name, choices in _CHOICES.items():
         v = getattr(cfg, name)
         _check(v in choices, name, v, f"choose one of {', '.join(choices)}")
-    for name in ("T", "batch_size", "iterations", "time_dim", "checkpoint_every", "sample_steps", "seed"):
+    for name in ("T", "batch_size", "iterations", "time_dim", "checkpoint_every", "sample_steps", "seed", "warmup"):
         v = getattr(cfg, name)
         _check(isinstance(v, int) and not isinstance(v, bool), name, v, "must be an integer")
-    for name in ("p_uncond", "w", "lr", "weight_decay", "ema_decay", "grad_clip"):
+    for name in ("p_uncond", "w", "lr", "weight_decay", "ema_decay", "grad_clip", "snr_gamma"):
         v = getattr(cfg, name)
         _check(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"),
                name, v, "must be a finite number")
@@ -95,6 +102,8 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= cfg.p_uncond <= 1.0, "p_uncond", cfg.p_uncond, "is a probability, in [0, 1]")
     _check(cfg.w >= 0, "w", cfg.w, "guidance weight must be 0 or more (0 = plain conditional sampling)")
     _check(cfg.lr > 0, "lr", cfg.lr, "learning rate must be positive")
+    _check(cfg.warmup >= 0, "warmup", cfg.warmup, "must be 0 (no warm-up) or more steps")
+    _check(cfg.snr_gamma > 0, "snr_gamma", cfg.snr_gamma, "the min-SNR cap must be positive (5 is usual)")
     _check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "must be 0 or more")
     _check(0.0 <= cfg.ema_decay < 1.0, "ema_decay", cfg.ema_decay, "must be in [0, 1)")
     _check(cfg.grad_clip >= 0, "grad_clip", cfg.grad_clip, "must be 0 (off) or positive")

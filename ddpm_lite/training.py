@@ -22,6 +22,7 @@ from .errors import CheckpointError, TrainingDiverged
 from .forward import make_schedule, q_sample
 from .guidance import NULL_LABEL
 from .io import write_json
+from .recipes import learning_rate, loss_weights, v_target
 from .unet import build_model
 
 # %% ../notebooks/05_training.ipynb #d9d66959
@@ -78,18 +79,26 @@ def draw_batch(cfg: Config, step: int, images: torch.Tensor, labels: torch.Tenso
     return Batch(images[idx[part].to(dev)], y[part].to(dev), t[part].to(dev), eps[part].to(dev))
 
 # %% ../notebooks/05_training.ipynb #dab2a8d7
-def diffusion_loss(model: nn.Module, sched, batch: Batch, loss: str = "l2") -> torch.Tensor:
+def diffusion_loss(model: nn.Module, sched, batch: Batch, loss: str = "l2", prediction: str = "eps",
+                   weighting: str = "none", gamma: float = 5.0) -> torch.Tensor:
     """Algorithm 1, lines 5-6: noise the images with eq. 4 and compare the predicted noise with the true one.
 
     loss: 'l1' (the paper's) or 'l2' (Ho et al.'s simple loss); both average over pixels and batch.
+    Chapter 12 adds two options: `prediction='v'` compares the output with the velocity v_t instead
+    of the noise, and `weighting='min_snr'` weights each example by min(SNR(t), gamma) / SNR(t).
 
     Defined in chapter 5 (training).
     """
     # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps   (eq 4; Algorithm 1, line 5)
     xt = q_sample(sched, batch.x0, batch.t, batch.eps)
     eps_hat = model(xt, batch.t, batch.y)
-    # L = || eps - eps_theta(x_t, t, c) ||_1   (Algorithm 1, line 6)  or  || . ||_2^2   (eq-loss-simple)
-    return F.l1_loss(eps_hat, batch.eps) if loss == "l1" else F.mse_loss(eps_hat, batch.eps)
+    target = batch.eps if prediction == "eps" else v_target(sched, batch.x0, batch.t, batch.eps)
+    if weighting == "none":
+        # L = || eps - eps_theta(x_t, t, c) ||_1   (Algorithm 1, line 6)  or  || . ||_2^2   (eq-loss-simple)
+        return F.l1_loss(eps_hat, target) if loss == "l1" else F.mse_loss(eps_hat, target)
+    err = (eps_hat - target).abs() if loss == "l1" else (eps_hat - target).square()
+    # L = mean_i w_{t_i} || . ||   (chapter 12, eq-min-snr)
+    return (loss_weights(sched, batch.t, weighting, gamma, prediction) * err.mean((1, 2, 3))).mean()
 
 # %% ../notebooks/05_training.ipynb #f030dd30
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -108,7 +117,7 @@ def train_step(model, opt, sched, batch: Batch, cfg: Config) -> torch.Tensor:
 
     Defined in chapter 5 (training).
     """
-    loss = diffusion_loss(model, sched, batch, cfg.loss)
+    loss = diffusion_loss(model, sched, batch, cfg.loss, cfg.prediction, cfg.loss_weight, cfg.snr_gamma)
     opt.zero_grad(set_to_none=True)
     # grad_theta L   (Algorithm 1, line 7)
     loss.backward()
@@ -198,9 +207,9 @@ def restore(state: TrainState, ckpt: dict, cfg: Config, path) -> TrainState:
 
     Defined in chapter 5 (training).
     """
-    now = cfg.to_dict()
-    diff = {k: (ckpt["config"].get(k), v) for k, v in now.items()
-            if ckpt["config"].get(k) != v and k not in RESUMABLE_CHANGES}
+    now, defaults = cfg.to_dict(), Config().to_dict()   # fields added since it was written: their defaults
+    diff = {k: (ckpt["config"].get(k, defaults[k]), v) for k, v in now.items()
+            if ckpt["config"].get(k, defaults[k]) != v and k not in RESUMABLE_CHANGES}
     if diff:
         raise CheckpointError(f"{path} was written with a different config {diff} (checkpoint vs now). "
                               "Use a new run name, or the same settings to resume.")
@@ -303,6 +312,8 @@ def train(cfg: Config, run_dir=None, device="auto", data=None, progress: bool = 
         # repeat ... until `end`   (Algorithm 1, lines 1 and 9)
         while state.step < end:
             batch = draw_batch(cfg, state.step, images, labels, ctx.rank, ctx.world_size)
+            for group in state.opt.param_groups:       # warm-up and decay (chapter 12); cfg.lr by default
+                group["lr"] = learning_rate(cfg, state.step)
             # the loss of the global batch: the mean of the ranks' shard losses
             pending.append(distributed.all_reduce_mean(step(net, state.opt, sched, batch, cfg), ctx))
             state.ema.update(state.model, state.step)
@@ -462,7 +473,7 @@ class ScaledStep:
         self.scaler = torch.amp.GradScaler(device_type)
 
     def __call__(self, model, opt, sched, batch: Batch, cfg: Config) -> torch.Tensor:
-        loss = diffusion_loss(model, sched, batch, cfg.loss)
+        loss = diffusion_loss(model, sched, batch, cfg.loss, cfg.prediction, cfg.loss_weight, cfg.snr_gamma)
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -512,6 +523,8 @@ class CudaGraphStep:
         from ddpm_lite.forward import trusted_inputs
         snapshot = copy.deepcopy((model, opt))               # model and optimizer copied together
         try:
+            if cfg.lr_schedule != "constant" or cfg.warmup > 0:
+                raise RuntimeError("a captured step replays a fixed learning rate; this run's changes")
             _capturable(opt, True)
             ref_model, ref_opt = copy.deepcopy(snapshot)
             self.static = Batch(*(torch.zeros_like(getattr(batch, k)) for k in ("x0", "y", "t", "eps")))

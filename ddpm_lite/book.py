@@ -68,9 +68,16 @@ def assets_dir() -> Path:
     return Path(__file__).resolve().parent / "assets"
 
 
-def pretrained_path() -> Path | None:
-    """The shipped pretrained diffusion model, or None when this install has none."""
-    p = assets_dir() / "pretrained.pt"
+# The models shipped in ddpm_lite/assets/: "pretrained" (what `ddpm-lite sample pretrained` uses) and
+# "quick" (the quick recipe of chapter 12, trained for at most 15 minutes of a 2-core CPU).
+SHIPPED_MODELS = ("pretrained", "quick")
+
+
+def pretrained_path(name: str = "pretrained") -> Path | None:
+    """A shipped diffusion model (one of SHIPPED_MODELS), or None when this install has none."""
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"no shipped model is called {name!r}; choose one of {', '.join(SHIPPED_MODELS)}.")
+    p = assets_dir() / f"{name}.pt"
     return p if p.is_file() else None
 
 

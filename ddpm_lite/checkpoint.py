@@ -108,13 +108,14 @@ def config_from_checkpoint(ckpt: dict, path):
 
 
 def resolve_model_file(source) -> Path:
-    """A model file from 'pretrained', a run folder (its model.pt, else its newest checkpoint) or a path."""
-    from .book import pretrained_path
-    if str(source) == "pretrained":
-        p = pretrained_path()
+    """A model file from a shipped model's name ('pretrained', 'quick'), a run folder (its model.pt, else
+    its newest checkpoint) or a path."""
+    from .book import SHIPPED_MODELS, pretrained_path
+    if str(source) in SHIPPED_MODELS:
+        p = pretrained_path(str(source))
         if p is None:
-            raise CheckpointError("this install of ddpm_lite ships no pretrained model "
-                                  "(ddpm_lite/assets/pretrained.pt); train one with `ddpm-lite train`.")
+            raise CheckpointError(f"this install of ddpm_lite ships no {source} model "
+                                  f"(ddpm_lite/assets/{source}.pt); train one with `ddpm-lite train`.")
         return p
     source = Path(source)
     if source.is_dir():

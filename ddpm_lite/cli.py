@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from .book import SHIPPED_MODELS
+
 __all__ = ["main", "train_command", "sample_command"]
 
 DEFAULT_RUNS = Path("runs")
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", metavar="field=value", help="override any config field")
 
     s = sub.add_parser("sample", help="draw a grid (PNG) and a sample file (.npz) from a trained model")
-    s.add_argument("model", help="a run folder, a checkpoint file, or 'pretrained' (the model shipped with the package)")
+    s.add_argument("model", help="a run folder, a checkpoint file, or a model shipped with the package: "
+                   "'pretrained' or 'quick'")
     s.add_argument("--n", type=int, default=100, help="number of images, spread evenly over the labels (default 100)")
     s.add_argument("--labels", default="0-9", help="labels to draw, e.g. 0-9 (default), 3, or 1,7")
     s.add_argument("--w", type=float, help="guidance weight (default: the model's config)")
@@ -183,8 +186,8 @@ def sample_command(model: str, n=100, labels="0-9", w=None, sampler=None, steps=
     images = to_uint8(x)[:, 0].numpy()
     if out is None:
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        if str(model) == "pretrained":
-            run_dir = DEFAULT_RUNS / "pretrained"
+        if str(model) in SHIPPED_MODELS:
+            run_dir = DEFAULT_RUNS / str(model)
         noclip = "" if clip == CLIP_X0_DEFAULT[cfg.sampler] else ("_clip" if clip else "_noclip")
         out = run_dir / "samples" / f"{cfg.sampler}{steps_used}_w{cfg.w:g}{noclip}_n{n}_seed{seed}.npz"
     out = Path(out).with_suffix(".npz")
@@ -206,6 +209,25 @@ def experiments_command(args) -> int:
     from .experiments import run_experiments
     return run_experiments(args.plan, args.only, args.budget_minutes, args.dry_run, args.device, args.root,
                            args.import_dir, not args.no_progress)
+
+
+def _compare_with_shipped(out: Path, run_dir: Path, device) -> None:
+    """The demo's grid beside the shipped model's, drawn with the same sampler, w and seed."""
+    import numpy as np
+    from .book import pretrained_path
+    from .io import read_json
+    from .plotting import save_side_by_side
+    if pretrained_path() is None:
+        return
+    mine = read_json(out.with_suffix(".json"))
+    theirs = sample_command("pretrained", n=100, w=mine["w"], sampler=mine["sampler"], steps=mine["steps"],
+                            seed=mine["seed"], out=run_dir / "samples" / "shipped_grid.npz", device=device)
+    grids = []
+    for f in (out, theirs):
+        with np.load(f.with_suffix(".npz")) as z:
+            grids.append((z["images"], z["labels"]))
+    png = save_side_by_side(grids, run_dir / "compare_with_shipped.png")
+    print(f"Your model (left) beside the shipped one (right), same sampler and seed: {png.resolve()}")
 
 
 def main(argv=None) -> int:
@@ -231,6 +253,7 @@ def main(argv=None) -> int:
             train_command("quick", args.run_dir, {}, args.device)
             out = sample_command(str(args.run_dir), n=100, device=args.device)
             print(f"\nDone. Open the class grid (one row per digit 0-9): {out.with_suffix('.png').resolve()}")
+            _compare_with_shipped(out, args.run_dir, args.device)
     except (DDPMLiteError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

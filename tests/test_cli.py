@@ -110,6 +110,23 @@ def test_train_then_sample_writes_grid_npz_and_json(tmp_path):
     assert npz.read_bytes() == (tmp_path / "again.npz").read_bytes()   # the file's bytes depend on the images alone
 
 
+def test_the_demo_sets_its_grid_beside_the_shipped_models(tmp_path):
+    from PIL import Image
+    from ddpm_lite.cli import _compare_with_shipped, sample_command
+    from ddpm_lite.plotting import grid_image
+    run_dir = tmp_path / "run"
+    assert run("train", "--preset", "quick", "--run-dir", str(run_dir), "--no-progress", *TINY).returncode == 0
+    with one_torch_thread():
+        out = sample_command(str(run_dir), n=100, progress=False, device="cpu")
+        _compare_with_shipped(out, run_dir, "cpu")
+    png = Image.open(run_dir / "compare_with_shipped.png")
+    with np.load(out) as z:
+        one = grid_image(z["images"], z["labels"])
+    assert png.size == ((2 * one.shape[1] + 8) * 2, one.shape[0] * 2)          # two grids, 8 pixels apart, x2
+    shipped = (run_dir / "samples" / "shipped_grid.json").read_text()
+    assert '"steps": 5' in shipped and '"seed": 0' in shipped                     # the demo's own sampler settings
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "T=0"], "'T'"),
     (["train", "p_uncond=2"], "'p_uncond'"),

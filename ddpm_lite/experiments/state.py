@@ -110,11 +110,17 @@ class UnitState:
     message: str = ""
 
 
+def _with_defaults(stored) -> dict | None:
+    """A results file's config with the fields added since it was written at their defaults."""
+    from ..config import Config
+    return None if stored is None else {**Config().to_dict(), **stored}
+
+
 def _train_state(plan: ExperimentPlan, layout: Layout, u: Unit) -> UnitState:
     from ..checkpoint import checkpoint_step, step_checkpoints
     res = read_result(layout, u.name)
     model = layout.model_file(u.name)
-    if res and res.get("config") == u.config.to_dict() and res.get("model_sha256"):
+    if res and _with_defaults(res.get("config")) == u.config.to_dict() and res.get("model_sha256"):
         if model.is_file():
             if _SHA(model) == res["model_sha256"]:
                 return UnitState("done", f"{res.get('steps')} steps")

@@ -134,7 +134,7 @@ PRESETS: dict[str, dict] = {
     # lr_schedule="constant", warmup=0, iterations=1500, about 6 minutes.)
     "quick": dict(model="improved", channels=(16, 32, 64), attention=False, time_dim=64,
                   schedule="linear", T=1000, p_uncond=0.1, w=2.0, loss="l2", prediction="v", batch_size=64,
-                  iterations=3300, lr=2e-3, lr_schedule="cosine", warmup=100, optimizer="adamw",
+                  iterations=3000, lr=2e-3, lr_schedule="cosine", warmup=100, optimizer="adamw",
                   ema_decay=0.995, grad_clip=1.0, checkpoint_every=250, sampler="ddim", sample_steps=50),
     # Our improved configuration: a wider residual U-Net with attention at 7x7, EMA, L2 loss,
     # DDIM sampling. Chapter 8 weighs the evidence for each choice.

@@ -18,7 +18,9 @@ SCHED = make_schedule("linear", 1000)
 
 
 def tiny_cfg(**overrides):
-    base = dict(channels=(8, 8, 8), time_dim=16, batch_size=8, iterations=8, checkpoint_every=3)
+    # chapter 5's recipe, to which each test adds one of chapter 12's options
+    base = dict(channels=(8, 8, 8), time_dim=16, batch_size=8, iterations=8, checkpoint_every=3,
+                prediction="eps", lr_schedule="constant", warmup=0)
     return get_config("quick", **{**base, **overrides})
 
 
@@ -87,7 +89,7 @@ def test_min_snr_weights_cap_the_nearly_clean_steps_only():
 
 
 def test_learning_rate_warms_up_and_decays_to_zero():
-    const = get_config("quick", iterations=1000)
+    const = get_config("quick", iterations=1000, lr_schedule="constant", warmup=0)
     assert all(learning_rate(const, n) == const.lr for n in (0, 500, 999))
     cos = get_config("quick", iterations=1000, lr_schedule="cosine", warmup=100, lr=1e-3)
     lrs = [learning_rate(cos, n) for n in range(1000)]
@@ -122,6 +124,7 @@ def test_a_checkpoint_from_before_the_recipe_fields_still_resumes(data, tmp_path
     cfg = tiny_cfg()
     run(cfg, data, tmp_path, stop_after=3)
     path = step_checkpoints(tmp_path)[-1]
+    assert cfg.prediction == "eps" and cfg.lr_schedule == "constant"     # the old defaults, as an old file holds
     ckpt = load_checkpoint(path)
     for k in ("prediction", "loss_weight", "snr_gamma", "lr_schedule", "warmup"):
         del ckpt["config"][k]

@@ -16,7 +16,9 @@ from ddpm_lite.unet import build_model
 
 
 def tiny_cfg(**overrides):
-    base = dict(channels=(8, 8, 8), time_dim=16, batch_size=8, iterations=8, checkpoint_every=3)
+    # chapter 5's algorithm: the quick preset without chapter 12's changes (v target, lr schedule)
+    base = dict(channels=(8, 8, 8), time_dim=16, batch_size=8, iterations=8, checkpoint_every=3,
+                prediction="eps", lr_schedule="constant", warmup=0)
     return get_config("quick", **{**base, **overrides})
 
 

@@ -228,8 +228,9 @@ def _tiny_train(tmp_path, name, iterations, fast, monkeypatch, **kw):
     from ddpm_lite import device as dev_mod
     from ddpm_lite.training import train
     monkeypatch.setattr(dev_mod, "FAST_PATHS", fast)
+    # chapter 5's recipe: a constant rate, so that changing `iterations` on resume leaves the steps as they were
     cfg = get_config("quick", channels=(16, 16, 16), time_dim=16, batch_size=8, iterations=iterations,
-                     checkpoint_every=3, **kw)
+                     checkpoint_every=3, **{"prediction": "eps", "lr_schedule": "constant", "warmup": 0, **kw})
     g = torch.Generator().manual_seed(0)
     images, labels = torch.randn((64, 1, 28, 28), generator=g).clamp(-1, 1), torch.arange(64) % 10
     return train(cfg, tmp_path / name, device="cpu", data=(images, labels), progress=False)

@@ -8,7 +8,7 @@ import torch
 from ddpm_lite import config, data, io
 from ddpm_lite.checkpoint import load_checkpoint, load_model, save_model_file
 from ddpm_lite.device import pick_device
-from ddpm_lite.errors import DDPMLiteError
+from ddpm_lite.errors import CheckpointError, DDPMLiteError
 from ddpm_lite.unet import build_model
 
 PAGE = (Path(__file__).resolve().parent.parent / "book" / "troubleshooting.md").read_text()
@@ -89,7 +89,7 @@ CASES = {
 def test_every_quoted_message_on_the_page_is_checked_here_or_elsewhere():
     elsewhere = {  # triggered by other test files, which match the same fragment
         "MNIST cache": "test_data.py", "refused to load": "test_checkpoint.py",
-        "was written with a different config": "test_training.py", "ships no pretrained model": "checkpoint.py",
+        "was written with a different config": "test_training.py", "ships no pretrained model": "test_troubleshooting.py",
         "the loss became nan": "test_training.py", "Run the same command again to resume": "test_cli.py"}
     for quote in QUOTES:
         assert quote in CASES or any(quote.startswith(k) for k in elsewhere), f"untested quote: {quote}"
@@ -107,5 +107,13 @@ def test_source_quotes_exist_in_the_code():
     """The quotes checked elsewhere still occur in the package's source."""
     src = "".join(p.read_text() for p in (Path(__file__).resolve().parent.parent / "ddpm_lite").glob("*.py"))
     for quote in ("does not match its checksum", "refused to load", "was written with a different config",
-                  "ships no pretrained model", "the loss became", "Run the same command again to resume"):
+                  "the loss became", "Run the same command again to resume"):
         assert quote in src, quote
+
+
+def test_an_install_without_the_shipped_model_says_so(monkeypatch):
+    from ddpm_lite import book
+    from ddpm_lite.checkpoint import resolve_model_file
+    monkeypatch.setattr(book, "pretrained_path", lambda name="pretrained": None)
+    with pytest.raises(CheckpointError, match="ships no pretrained model"):
+        resolve_model_file("pretrained")

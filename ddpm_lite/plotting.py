@@ -30,27 +30,26 @@ def grid_image(images_u8: np.ndarray, labels: np.ndarray | None = None, pad: int
     return out
 
 
-def save_grid(images_u8, labels, path, scale: int = 2) -> Path:
-    """Write the grid as a PNG (nearest-neighbour upscaled) atomically and return its path."""
+def _write_png(g: np.ndarray, path, scale: int) -> Path:
+    """Write a uint8 image as a PNG (nearest-neighbour upscaled by `scale`) atomically; return its path."""
     import io
 
     from PIL import Image
 
     from .io import atomic_write_bytes
-    g = grid_image(images_u8, labels)
     img = Image.fromarray(g).resize((g.shape[1] * scale, g.shape[0] * scale), Image.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def save_grid(images_u8, labels, path, scale: int = 2) -> Path:
+    """Write the grid as a PNG (nearest-neighbour upscaled) atomically and return its path."""
+    return _write_png(grid_image(images_u8, labels), path, scale)
+
+
 def save_side_by_side(grids: list, path, gap: int = 8, scale: int = 2) -> Path:
     """Write several (images_u8, labels) grids next to each other as one PNG, `gap` pixels apart."""
-    import io
-
-    from PIL import Image
-
-    from .io import atomic_write_bytes
     panels = [grid_image(images, labels) for images, labels in grids]
     h = max(p.shape[0] for p in panels)
     row = []
@@ -58,11 +57,7 @@ def save_side_by_side(grids: list, path, gap: int = 8, scale: int = 2) -> Path:
         row.append(np.pad(p, ((0, h - p.shape[0]), (0, 0)), constant_values=255))
         if i < len(panels) - 1:
             row.append(np.full((h, gap), 255, dtype=p.dtype))
-    g = np.concatenate(row, axis=1)
-    img = Image.fromarray(g).resize((g.shape[1] * scale, g.shape[0] * scale), Image.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return atomic_write_bytes(Path(path), buf.getvalue())
+    return _write_png(np.concatenate(row, axis=1), path, scale)
 
 
 def show_grid(images_u8, labels=None, ax=None, title=None):

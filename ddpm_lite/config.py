@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 
 from .errors import ConfigError
 
-__all__ = ["Config", "PRESETS", "SAMPLING_FIELDS", "get_config", "parse_overrides"]
+__all__ = ["Config", "PRESETS", "SAMPLING_FIELDS", "get_config", "parse_overrides", "with_defaults"]
 
 
 # Sampling defaults: how a model is sampled unless a command says otherwise (the w it was tuned at,
@@ -143,6 +143,11 @@ PRESETS: dict[str, dict] = {
                  iterations=30_000, lr=1e-3, optimizer="adamw", ema_decay=0.999, grad_clip=1.0,
                  checkpoint_every=1000, sampler="ddim", sample_steps=50),
 }
+
+
+def with_defaults(stored: dict) -> dict:
+    """A config dict written by an older version, with the fields added since at their defaults."""
+    return {**Config().to_dict(), **stored}
 
 
 def _coerce(name: str, value, default):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import checkpoint_path, latest_checkpoint, save_checkpoint, step_checkpoints
-from .config import SAMPLING_FIELDS, Config
+from .config import SAMPLING_FIELDS, Config, with_defaults
 from .device import fast_layout, fused_optimizer_kwargs, pick_device
 from . import distributed
 from .errors import CheckpointError, TrainingDiverged
@@ -207,9 +207,8 @@ def restore(state: TrainState, ckpt: dict, cfg: Config, path) -> TrainState:
 
     Defined in chapter 5 (training).
     """
-    now, defaults = cfg.to_dict(), Config().to_dict()   # fields added since it was written: their defaults
-    diff = {k: (ckpt["config"].get(k, defaults[k]), v) for k, v in now.items()
-            if ckpt["config"].get(k, defaults[k]) != v and k not in RESUMABLE_CHANGES}
+    now, stored = cfg.to_dict(), with_defaults(ckpt["config"])   # fields added since: their defaults
+    diff = {k: (stored.get(k), v) for k, v in now.items() if stored.get(k) != v and k not in RESUMABLE_CHANGES}
     if diff:
         raise CheckpointError(f"{path} was written with a different config {diff} (checkpoint vs now). "
                               "Use a new run name, or the same settings to resume.")

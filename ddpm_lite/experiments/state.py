@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import with_defaults
 from ..io import sha256_file, write_json
 from ..runlock import folder_lock
 from .plan import ExperimentPlan, Unit
@@ -110,17 +111,12 @@ class UnitState:
     message: str = ""
 
 
-def _with_defaults(stored) -> dict | None:
-    """A results file's config with the fields added since it was written at their defaults."""
-    from ..config import Config
-    return None if stored is None else {**Config().to_dict(), **stored}
-
-
 def _train_state(plan: ExperimentPlan, layout: Layout, u: Unit) -> UnitState:
     from ..checkpoint import checkpoint_step, step_checkpoints
     res = read_result(layout, u.name)
     model = layout.model_file(u.name)
-    if res and _with_defaults(res.get("config")) == u.config.to_dict() and res.get("model_sha256"):
+    stored = res.get("config") if res else None
+    if stored is not None and with_defaults(stored) == u.config.to_dict() and res.get("model_sha256"):
         if model.is_file():
             if _SHA(model) == res["model_sha256"]:
                 return UnitState("done", f"{res.get('steps')} steps")

@@ -212,22 +212,23 @@ def experiments_command(args) -> int:
 
 
 def _compare_with_shipped(out: Path, run_dir: Path, device) -> None:
-    """The demo's grid beside the shipped model's, drawn with the same sampler, w and seed."""
+    """The demo's grid beside the shipped `best` model's (else `pretrained`), same sampler, w and seed."""
     import numpy as np
     from .book import pretrained_path
     from .io import read_json
     from .plotting import save_side_by_side
-    if pretrained_path() is None:
+    name = next((m for m in ("best", "pretrained") if pretrained_path(m) is not None), None)
+    if name is None:
         return
     mine = read_json(out.with_suffix(".json"))
-    theirs = sample_command("pretrained", n=100, w=mine["w"], sampler=mine["sampler"], steps=mine["steps"],
+    theirs = sample_command(name, n=100, w=mine["w"], sampler=mine["sampler"], steps=mine["steps"],
                             seed=mine["seed"], out=run_dir / "samples" / "shipped_grid.npz", device=device)
     grids = []
     for f in (out, theirs):
         with np.load(f.with_suffix(".npz")) as z:
             grids.append((z["images"], z["labels"]))
     png = save_side_by_side(grids, run_dir / "compare_with_shipped.png")
-    print(f"Your model (left) beside the shipped one (right), same sampler and seed: {png.resolve()}")
+    print(f"Your model (left) beside the shipped {name} model (right), same sampler and seed: {png.resolve()}")
 
 
 def main(argv=None) -> int:

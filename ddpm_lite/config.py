@@ -131,7 +131,7 @@ PRESETS: dict[str, dict] = {
     # Chapter 12's recipe, sized for two CPU cores: at most 15 minutes of training. The changes that
     # its screening (plans/recipes.json) found better than chapter 5's recipe: the v target, and a
     # 100-step warm-up with cosine decay. (Chapter 5's recipe: prediction="eps",
-    # lr_schedule="constant", warmup=0, iterations=1500, about 6 minutes.)
+    # lr_schedule="constant", warmup=0, iterations=1500.)
     "quick": dict(model="improved", channels=(16, 32, 64), attention=False, time_dim=64,
                   schedule="linear", T=1000, p_uncond=0.1, w=2.0, loss="l2", prediction="v", batch_size=64,
                   iterations=3000, lr=2e-3, lr_schedule="cosine", warmup=100, optimizer="adamw",

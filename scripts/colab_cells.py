@@ -27,7 +27,7 @@ def colab_cell_source(url: str) -> str:
 
 if __name__ == "__main__":
     src = colab_cell_source(repository_url())
-    for path in sorted((root / "notebooks").glob("[0-9]*.ipynb")):
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         first = nb.cells[0]
         if first.cell_type == "code" and "google.colab" in first.source and first.source != src:

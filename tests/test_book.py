@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from colab_cells import colab_cell_source, repository_url  # noqa: E402
 
-CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))   # the chapters, the quick start and the appendix
 TRAINS = {"05_training.ipynb", "06_sampling.ipynb"}
 
 

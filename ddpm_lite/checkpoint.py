@@ -108,7 +108,7 @@ def config_from_checkpoint(ckpt: dict, path):
 
 
 def resolve_model_file(source) -> Path:
-    """A model file from a shipped model's name ('pretrained', 'quick'), a run folder (its model.pt, else
+    """A model file from a shipped model's name ('pretrained', 'quick', 'best'), a run folder (its model.pt, else
     its newest checkpoint) or a path."""
     from .book import SHIPPED_MODELS, pretrained_path
     if str(source) in SHIPPED_MODELS:

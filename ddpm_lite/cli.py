@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw a grid (PNG) and a sample file (.npz) from a trained model")
     s.add_argument("model", help="a run folder, a checkpoint file, or a model shipped with the package: "
-                   "'pretrained' or 'quick'")
+                   "'best' (chapter 12's recipe, 2 hours of CPU training), 'quick' (15 minutes) or 'pretrained' "
+                   "(chapter 5's recipe, the model chapters 6-10 sample)")
     s.add_argument("--n", type=int, default=100, help="number of images, spread evenly over the labels (default 100)")
     s.add_argument("--labels", default="0-9", help="labels to draw, e.g. 0-9 (default), 3, or 1,7")
     s.add_argument("--w", type=float, help="guidance weight (default: the model's config)")

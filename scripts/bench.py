@@ -176,6 +176,41 @@ def matmul_fn(n: int):
     return (lambda: torch.mm(a, b)), 2 * n ** 3
 
 
+def fma_peak(threads: int | None = None, cpuinfo: str | None = None) -> dict:
+    """The CPU's theoretical fp32 peak: cores x clock x FLOP per cycle, from /proc/cpuinfo.
+
+    FLOP per cycle per core = 2 (a fused multiply-add) x fp32 lanes of the widest FMA vector the flags
+    name (16 for AVX-512, 8 for AVX2 with FMA, 4 for SSE) x 2 FMA units (usual for x86 server cores;
+    an assumption, said in the result). The clock is the one /proc/cpuinfo reports; a core that boosts
+    above it can exceed this "peak", so a share above 100% means the clock was higher, not that FLOPs
+    came for free. None where the information is missing (not Linux, no clock)."""
+    import re
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {"gflop_per_s": None, "why": "no /proc/cpuinfo"}
+    mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, re.M)]
+    flags = set(next(iter(re.findall(r"^flags\s*:\s*(.*)$", cpuinfo, re.M)), "").split())
+    if not mhz:
+        return {"gflop_per_s": None, "why": "/proc/cpuinfo reports no clock"}
+    lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else 4
+    cores = threads or torch.get_num_threads()
+    per_cycle = 2 * lanes * 2
+    return {"cores": cores, "mhz": round(max(mhz), 1), "fp32_lanes": lanes, "fma_units_assumed": 2,
+            "flop_per_cycle_per_core": per_cycle,
+            "gflop_per_s": _round(cores * max(mhz) * 1e6 * per_cycle / 1e9),
+            "how": "cores (torch threads) x reported clock x 2 FLOP per FMA x fp32 lanes x 2 FMA units (assumed)"}
+
+
+def add_fma_peak(res: dict) -> None:
+    """Put the theoretical peak in `machine` and each training row's share of it."""
+    peak = res["machine"]["fma_peak"] = fma_peak(res.get("settings", {}).get("threads"))
+    for tr in res["training"].values():
+        tr["fraction_of_fma_peak"] = (_round(tr["achieved_gflop_per_s"] / peak["gflop_per_s"], 3)
+                                      if peak["gflop_per_s"] else None)
+
+
 def bench_matmul(sizes: BenchSizes) -> dict:
     mm, flops = matmul_fn(sizes.matmul_n)
     r = timings(measure({"mm": mm}, sizes.repeats + 2, sizes.warmup, None, sizes.max_repeats + 2, sizes.budget_s)["mm"])
@@ -479,6 +514,10 @@ def table_rows(res: dict) -> list[tuple[str, str, str, str]]:
                      _fmt(tr["matmul_gflop_per_s"], "GFLOP/s"),
                      f"{_fmt(tr['achieved_gflop_per_s'], 'GFLOP/s')} ({_fmt(tr['images_per_s'], 'img/s')})",
                      f"{tr['fraction_of_matmul']:.0%}"))
+        peak = res["machine"].get("fma_peak", {}).get("gflop_per_s")
+        if peak and tr.get("fraction_of_fma_peak") is not None:
+            rows.append((f"train step {name}: FLOP/s vs the FMA peak", _fmt(peak, "GFLOP/s"),
+                         _fmt(tr["achieved_gflop_per_s"], "GFLOP/s"), f"{tr['fraction_of_fma_peak']:.0%}"))
         rows.append((f"train step {name}: contiguous -> channels_last", _fmt(tr["images_per_s"], "img/s"),
                      _fmt(tr["channels_last_images_per_s"], "img/s"), f"{tr['channels_last_speedup']:.2f}x"))
     for name, sp in res["sampling"].items():
@@ -605,6 +644,22 @@ def remeasure_inception(sizes: BenchSizes, out: Path, notes: list) -> int:
     return 0
 
 
+def add_peak_to(out: Path) -> int:
+    """`--only peak`: the theoretical FMA peak of this CPU added to an existing results file."""
+    import json
+    if not out.is_file():
+        print(f"error: --only needs an earlier full run in {out}; run `make bench` first.", file=sys.stderr)
+        return 2
+    res = json.loads(out.read_text())
+    add_fma_peak(res)
+    res["machine"]["fma_peak"]["provenance"] = provenance("cpu", script="scripts/bench.py --only peak")
+    res["notes"] = [n for n in res.get("notes", []) if not n.startswith("machine.fma_peak:")] + [
+        "machine.fma_peak: added by `scripts/bench.py --only peak` from /proc/cpuinfo (its own provenance block)"]
+    write_json(out, res)
+    print_report(res)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes and one round: a smoke test, not a measurement")
@@ -612,12 +667,15 @@ def main(argv=None) -> int:
     p.add_argument("--note", action="append", default=[],
                    help="a note to keep in the JSON (repeatable), e.g. 'measured while another process was training'")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--only", choices=["inception"],
-                   help="re-measure one section and keep the rest of --out as it is (its provenance says when)")
+    p.add_argument("--only", choices=["inception", "peak"],
+                   help="re-measure one section and keep the rest of --out as it is (its provenance says when); "
+                        "'peak' adds the CPU's theoretical FMA peak, read from /proc/cpuinfo, measuring nothing")
     args = p.parse_args(argv)
     sizes = SIZES["quick" if args.quick else "default"]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.only == "peak":
+        return add_peak_to(args.out)
     if args.only:
         return remeasure_inception(sizes, args.out, args.note)
     t_start, cpu_start, load_start = time.time(), time.process_time(), loadavg()
@@ -652,6 +710,7 @@ def main(argv=None) -> int:
         res["fast_paths"]["optimizer"][preset] = o
     res["fast_paths"]["see_also"] = ("channels_last: training.*.channels_last_speedup, "
                                      "sampling.*.speedup.channels_last_over_batched, evaluation.*")
+    add_fma_peak(res)
     res["targets"] = observations(res)
     notes = list(args.note)
     cores = os.cpu_count() or 1

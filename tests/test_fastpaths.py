@@ -213,6 +213,8 @@ def test_bench_quick_writes_every_section(tmp_path):
             "notes", "run"} <= res.keys()
     assert res["provenance"]["commit"] and res["settings"]["plan"] == "quick" and "test run" in res["notes"]
     assert set(res["training"]) == {"paper", "quick", "best"} and set(res["sampling"]) == {"paper", "quick"}
+    assert "gflop_per_s" in res["machine"]["fma_peak"]
+    assert all("fraction_of_fma_peak" in tr for tr in res["training"].values())
     for tr in res["training"].values():
         assert tr["images_per_s"] > 0 and 0 < tr["fraction_of_matmul"] and tr["channels_last_speedup"] > 0
     for sp in res["sampling"].values():
@@ -264,3 +266,22 @@ def test_a_plain_checkpoint_resumes_on_the_fast_path(tmp_path, monkeypatch):
     resumed = _tiny_train(tmp_path, "run", 6, True, monkeypatch)         # continued with them
     straight = _tiny_train(tmp_path, "straight", 6, False, monkeypatch)
     assert resumed.losses == pytest.approx(straight.losses, abs=1e-5)
+
+
+def test_the_fma_peak_is_read_from_cpuinfo():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench
+    finally:
+        sys.path.pop(0)
+    info = "processor : 0\ncpu MHz\t\t: 2000.0\nflags\t\t: fpu sse avx avx2 fma\n"
+    peak = bench.fma_peak(threads=2, cpuinfo=info)
+    assert peak["flop_per_cycle_per_core"] == 32 and peak["gflop_per_s"] == 2 * 2000e6 * 32 / 1e9
+    assert bench.fma_peak(threads=1, cpuinfo=info.replace("avx2 fma", "avx512f avx2 fma"))["fp32_lanes"] == 16
+    assert bench.fma_peak(threads=1, cpuinfo="flags : sse\n")["gflop_per_s"] is None   # no clock: no peak
+    res = {"machine": {}, "settings": {"threads": 2},
+           "training": {"x": {"achieved_gflop_per_s": peak["gflop_per_s"] / 2}}}
+    import unittest.mock as mock
+    with mock.patch.object(bench, "fma_peak", lambda threads=None: peak):
+        bench.add_fma_peak(res)
+    assert res["training"]["x"]["fraction_of_fma_peak"] == 0.5

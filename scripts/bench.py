@@ -623,13 +623,20 @@ def print_report(res: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-def remeasure_inception(sizes: BenchSizes, out: Path, notes: list) -> int:
-    """`--only inception`: the FID-features section measured again, written into an existing results file."""
+def _earlier_run(out: Path) -> dict | None:
+    """The full run that an `--only` option adds to, or None (with the error printed) when there is none."""
     import json
     if not out.is_file():
         print(f"error: --only needs an earlier full run in {out}; run `make bench` first.", file=sys.stderr)
+        return None
+    return json.loads(out.read_text())
+
+
+def remeasure_inception(sizes: BenchSizes, out: Path, notes: list) -> int:
+    """`--only inception`: the FID-features section measured again, written into an existing results file."""
+    res = _earlier_run(out)
+    if res is None:
         return 2
-    res = json.loads(out.read_text())
     load_start = loadavg()
     inc = bench_inception(sizes)
     inc["provenance"] = provenance("cpu", script="scripts/bench.py --only inception", loadavg_1min_start=load_start,
@@ -646,11 +653,9 @@ def remeasure_inception(sizes: BenchSizes, out: Path, notes: list) -> int:
 
 def add_peak_to(out: Path) -> int:
     """`--only peak`: the theoretical FMA peak of this CPU added to an existing results file."""
-    import json
-    if not out.is_file():
-        print(f"error: --only needs an earlier full run in {out}; run `make bench` first.", file=sys.stderr)
+    res = _earlier_run(out)
+    if res is None:
         return 2
-    res = json.loads(out.read_text())
     add_fma_peak(res)
     res["machine"]["fma_peak"]["provenance"] = provenance("cpu", script="scripts/bench.py --only peak")
     res["notes"] = [n for n in res.get("notes", []) if not n.startswith("machine.fma_peak:")] + [

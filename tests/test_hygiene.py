@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import wordcount  # noqa: E402
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # Absolute locations of the machine that executed a notebook: never part of what the book shows.
 MACHINE_PATH = re.compile(r"/work/|/home/|/tmp/|/root/|site-packages|\.venv")
@@ -119,11 +121,6 @@ def test_wordcount_counts_every_page_of_the_toc():
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     counts = json.loads(run.stdout)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import wordcount
-    finally:
-        sys.path.pop(0)
     entries = wordcount.toc_files()
     assert entries and entries[0] == "book/intro"
     files = [p["file"] for p in counts["pages"]]
@@ -133,11 +130,6 @@ def test_wordcount_counts_every_page_of_the_toc():
 
 
 def test_wordcount_counts_prose_only():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import wordcount
-    finally:
-        sys.path.pop(0)
     text = ("# Two words\n<!-- not\ncounted -->\n(sec-x)=\nOne `code` $x$ {cite:p}`key` [link](http://a/b).\n\n"
             "$$\nx = y\n$$ (eq-x)\n\n```python\nnot counted\n```\n:::{admonition} A title\n:class: dropdown\n"
             "Inside.\n:::\n| a | b |\n|---|---|\n")
@@ -146,11 +138,6 @@ def test_wordcount_counts_prose_only():
 
 
 def test_the_quick_start_shows_a_class_grid_within_its_first_thousand_words():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import wordcount
-    finally:
-        sys.path.pop(0)
     path = ROOT / "notebooks" / "00_quickstart.ipynb"
     assert "notebooks/00_quickstart" == wordcount.toc_files()[1], "the quick start comes right after the intro"
     words, model_lines = 0, 0

@@ -215,7 +215,7 @@ def format_summary(result: dict) -> str:
 
 def reference_rows(out_json=None, device="auto", progress: bool = True,
                    fid_sizes=(10_000, 5_000, 2_000, 1_000),
-                   sample_sizes=(10_000, 5_000, 2_000, 1_000, 500)) -> dict:
+                   sample_sizes=(10_000, 5_000, 2_000, 1_000, 500, 250)) -> dict:
     """The real-data rows that no generator should beat, written to `results/reference.json`.
 
     - FID of the MNIST 'valid' split (last 10,000 training images) against the 10,000 test
@@ -281,6 +281,47 @@ def reference_rows(out_json=None, device="auto", progress: bool = True,
     return result
 
 
+def add_reference_sizes(sizes, out_json=None, device="auto", progress: bool = True) -> dict:
+    """Add real-data rows for more sample sizes to `results/reference.json` without recomputing the rest:
+    the first n validation images against all 10,000 test images (FID) and the first n test images (IS),
+    exactly as `reference_rows` computes them. Costs the Inception features of the n images only.
+    """
+    import torch
+    from . import inception
+    from .book import results_dir
+    from .data import load_mnist
+    from .device import pick_device
+    from .metrics import class_probabilities, inception_score, load_classifier
+    out_json = Path(out_json) if out_json is not None else results_dir() / "reference.json"
+    if not out_json.is_file():
+        raise DataError(f"no reference file at {out_json}; compute it first with "
+                        "`python -m ddpm_lite.evaluation reference`.")
+    ref = json.loads(out_json.read_text())
+    dev = pick_device(device)
+    test_x, _ = load_mnist("test")
+    valid_x, _ = load_mnist("valid")
+    net = inception.fid_network(dev)
+    if net.weights_sha256 != ref["fid_valid_vs_test"]["weights_sha256"]:
+        raise DataError("the FID weights differ from those results/reference.json was computed with; "
+                        "recompute the whole file with `python -m ddpm_lite.evaluation reference`.")
+    stats_test = inception.statistics_from_features(
+        inception.cached_features(test_x, net, progress=progress, desc="Inception pool3 (MNIST test)"))
+    probs = class_probabilities(load_classifier(dev), test_x)
+    have = {r["n"] for r in ref["fid_n_vs_test"]}
+    for n in sorted({int(n) for n in sizes} - have):
+        f = inception.pool3_features(valid_x[:n], net, progress=progress, desc=f"Inception pool3 (valid[:{n}])")
+        ref["fid_n_vs_test"].append({"n": n, "fid": inception.frechet_distance(
+            inception.statistics_from_features(f), stats_test)})
+        m, sd = inception_score(probs[:n], IS_SPLITS)
+        ref["inception_score_test_by_n"].append({"n": n, "mean": m, "std": sd})
+    ref["fid_n_vs_test"].sort(key=lambda r: -r["n"])
+    ref["inception_score_test_by_n"].sort(key=lambda r: -r["n"])
+    ref.setdefault("added_sizes", []).append({"sizes": sorted(int(n) for n in sizes),
+                                              "provenance": provenance(str(dev), torch_threads=torch.get_num_threads())})
+    write_json(out_json, ref)
+    return ref
+
+
 def _main(argv=None) -> int:
     """`python -m ddpm_lite.evaluation reference` or `python -m ddpm_lite.evaluation PATH [--out FILE]`."""
     import argparse
@@ -291,9 +332,14 @@ def _main(argv=None) -> int:
     p.add_argument("path", help="a sample .npz, a run folder, or the word 'reference'")
     p.add_argument("--out", default=None, help="JSON file to write")
     p.add_argument("--device", default="auto")
+    p.add_argument("--add-n", type=int, nargs="+", default=None, metavar="N",
+                   help="with 'reference': add the real-data rows for these sample sizes to the existing file")
     args = p.parse_args(argv)
     try:
-        if args.path == "reference":
+        if args.path == "reference" and args.add_n:
+            r = add_reference_sizes(args.add_n, args.out, args.device)
+            print("real FID at n vs the test set:", {x["n"]: round(x["fid"], 3) for x in r["fid_n_vs_test"]})
+        elif args.path == "reference":
             r = reference_rows(args.out, args.device)
             print(f"FID(valid vs test, n={r['fid_valid_vs_test']['n']}) = {r['fid_valid_vs_test']['value']:.3f}; "
                   f"IS(test) = {r['inception_score_test']['mean']:.3f} +/- {r['inception_score_test']['std']:.3f}; "

@@ -13,8 +13,8 @@ from .plotting import show_grid
 
 # %% auto #0
 __all__ = ['PAPER_N', 'PAPER_TABLE1_FID', 'PAPER_TABLE2', 'PAPER_TABLE3', 'PAPER_TABLE4', 'plan_results', 'pick_plan',
-           'evaluation_rows', 'select', 'real_rows', 'mean_std', 'table1', 'fmt', 'markdown_table', 'compare', 'table2',
-           'guidance_sweep', 'preview', 'show_previews', 'ablation_rows', 'by_sampler', 'sampler_rows']
+           'evaluation_rows', 'select', 'real_rows', 'plateau', 'mean_std', 'table1', 'training_spread', 'fmt',
+           'markdown_table', 'compare', 'direction', 'table2', 'guidance_sweep', 'preview', 'show_previews']
 
 # %% ../notebooks/08_experiments.ipynb #7ae3e51b
 # Reported by the paper (Tables 1-4): 100K training iterations, FID of 10,000 samples against the
@@ -110,6 +110,27 @@ def real_rows(n: int) -> dict:
                             "`make reference`.")
     return {"n": n, "fid": fid[n], "is": is_[n], "accuracy": ref["classifier_accuracy_test"]}
 
+# %% ../notebooks/08_experiments.ipynb #ddd12bc1
+def plateau(rows: list, model: str, sampler: str = "dpm++", w: float = 0.2) -> dict:
+    """A model's FID and accuracy at its training snapshots (seed-0 sets of one sampler), the spread of
+    one set from the final model's second seed, and whether the last two snapshots differ by more.
+
+    Defined in chapter 8 (experiments).
+    """
+    pts = sorted(select(rows, model=model, sampler=sampler, w=w, seed=0), key=lambda r: r["checkpoint"])
+    again = select(rows, model=model, sampler=sampler, w=w, seed=1)
+    out = {"model": model, "steps": [r["checkpoint"] for r in pts], "fid": [r["fid"] for r in pts],
+           "accuracy": [r["accuracy"] for r in pts], "n": pts[-1]["n"] if pts else None,
+           "noise": float("nan"), "change": float("nan"), "verdict": "not measured"}
+    if pts and again and again[0]["checkpoint"] == pts[-1]["checkpoint"]:
+        out["noise"] = abs(pts[-1]["fid"] - again[0]["fid"]) / math.sqrt(2)
+    if len(pts) >= 2:
+        out["change"] = pts[-1]["fid"] - pts[-2]["fid"]
+        c = compare(pts[-1]["fid"], pts[-2]["fid"], out["noise"])
+        out["verdict"] = {"indistinguishable": "levelled off", "better": "still improving",
+                          "worse": "worse at the end"}.get(c, c)
+    return out
+
 # %% ../notebooks/08_experiments.ipynb #23182613
 def mean_std(values) -> tuple:
     """Mean and sample standard deviation (n - 1 in the denominator, as the paper's Table 1).
@@ -120,15 +141,30 @@ def mean_std(values) -> tuple:
     return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
 
 
-def table1(rows: list, model: str = "linear_T1000", w: float = 0.2) -> dict:
+def table1(rows: list, model: str = "linear_T1000", w: float = 0.2, sampler: str = "ancestral") -> dict:
     """Table 1: the FIDs of every sample set of one model at one w (one per seed), their mean and spread.
 
     Defined in chapter 8 (experiments).
     """
-    sets = sorted(select(rows, model=model, w=w), key=lambda r: r["seed"])
+    sets = sorted(select(rows, model=model, w=w, sampler=sampler), key=lambda r: r["seed"])
     fids = [r["fid"] for r in sets if r["fid"] is not None]
     mean, std = mean_std(fids) if fids else (float("nan"), float("nan"))
     return {"sets": sets, "mean": mean, "std": std, "paper": mean_std(PAPER_TABLE1_FID)}
+
+
+def training_spread(rows: list, schedule: str = "linear", T: int = 1000, w: float = 0.2, seed: int = 0,
+                    sampler: str = "ancestral") -> dict:
+    """The spread between trainings: one set (sample seed `seed`) of each paper-recipe model of one
+    Table 2 cell, one model per training seed, with their mean and sample standard deviation.
+
+    Defined in chapter 8 (experiments).
+    """
+    found = select(rows, preset="paper", schedule=schedule, T=T, w=w, seed=seed, sampler=sampler)
+    sets = sorted({r["train_seed"]: r for r in found if r.get("train_seed") is not None}.values(),
+                  key=lambda r: r["train_seed"])
+    fids = [r["fid"] for r in sets if r["fid"] is not None]
+    mean, std = mean_std(fids) if fids else (float("nan"), float("nan"))
+    return {"sets": sets, "mean": mean, "std": std}
 
 
 def fmt(x, digits: int = 2) -> str:
@@ -163,25 +199,38 @@ def compare(a: float, b: float, noise: float, lower_is_better: bool = True) -> s
         return "indistinguishable"
     return "better" if (a < b) == lower_is_better else "worse"
 
+
+def direction(ours_a: float, ours_b: float, paper_a: float, paper_b: float, noise: float) -> str:
+    """Does our a-versus-b difference point the paper's way? 'agrees', 'disagrees', or 'cannot be told
+    apart' when ours is within the noise rule of `compare` (lower is better, as for FID).
+
+    Defined in chapter 8 (experiments).
+    """
+    c = compare(ours_a, ours_b, noise)
+    if c in ("indistinguishable", "not measured"):
+        return "cannot be told apart" if c == "indistinguishable" else c
+    return "agrees" if (c == "better") == (paper_a < paper_b) else "disagrees"
+
 # %% ../notebooks/08_experiments.ipynb #57038da3
-def table2(rows: list, w: float = 0.2, seed: int = 0) -> list:
+def table2(rows: list, w: float = 0.2, seed: int = 0, train_seed: int = 0, sampler: str = "ancestral") -> list:
     """Table 2: for each of the paper's (schedule, T) rows, the paper's numbers and our matching row (or None).
 
     Defined in chapter 8 (experiments).
     """
     out = []
     for p in PAPER_TABLE2:
-        ours = select(rows, preset="paper", schedule=p["schedule"], T=p["T"], w=w, seed=seed)
+        ours = select(rows, preset="paper", schedule=p["schedule"], T=p["T"], w=w, seed=seed, sampler=sampler,
+                      train_seed=train_seed)
         out.append({"schedule": p["schedule"], "T": p["T"], "paper": p, "ours": ours[0] if ours else None})
     return out
 
 # %% ../notebooks/08_experiments.ipynb #0c709f4e
-def guidance_sweep(rows: list, model: str = "linear_T1000", seed: int = 0) -> list:
-    """Every evaluated w of one model and seed, sorted by w (Table 3 and its finer sweep).
+def guidance_sweep(rows: list, model: str = "linear_T1000", seed: int = 0, sampler: str = "ancestral") -> list:
+    """Every evaluated w of one model and seed, sorted by w (Table 3).
 
     Defined in chapter 8 (experiments).
     """
-    return sorted(select(rows, model=model, seed=seed), key=lambda r: r["w"])
+    return sorted(select(rows, model=model, seed=seed, sampler=sampler), key=lambda r: r["w"])
 
 # %% ../notebooks/08_experiments.ipynb #125e0bc7
 def preview(plan: str, samples: str) -> tuple:
@@ -193,14 +242,16 @@ def preview(plan: str, samples: str) -> tuple:
     return a["images"], a["labels"]
 
 
-def show_previews(plan: str, chosen: list, titles: list, per_digit: int = 6, ncols: int = 4):
-    """A figure with one sample grid per row of `chosen` (evaluation rows), `per_digit` images per digit.
+def show_previews(plan: str, chosen: list, titles: list, per_digit: int = 6, ncols: int = 4, scale: float = 1.0):
+    """A figure with one sample grid per row of `chosen` (evaluation rows), `per_digit` images per digit;
+    `scale` enlarges every grid.
 
     Defined in chapter 8 (experiments).
     """
     import matplotlib.pyplot as plt
     nrows = max(1, math.ceil(len(chosen) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 4.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * (0.45 * per_digit + 0.3) * ncols, scale * 4.4 * nrows),
+                             squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, row, title in zip(axes.flat, chosen, titles):
@@ -209,35 +260,3 @@ def show_previews(plan: str, chosen: list, titles: list, per_digit: int = 6, nco
         show_grid(images[keep], labels[keep], ax=ax, title=title)
     fig.tight_layout()
     return fig
-
-# %% ../notebooks/08_experiments.ipynb #7a386309
-def ablation_rows(rows: list, results: dict, n: int,
-                  models: tuple = ("best", "best_no_ema", "best_l1", "best_paper_unet"),
-                  sampler: str = "ddim", steps: int = 50, seed: int = 0) -> list:
-    """Our configuration and its one-change variants at n images, one evaluated row each, with their
-    training settings.
-
-    Defined in chapter 8 (experiments).
-    """
-    out = []
-    for m in models:
-        found = select(rows, model=m, sampler=sampler, steps=steps, seed=seed, n=n)
-        if found and m in results:
-            out.append({**found[0], "config": results[m]["config"]})
-    return out
-
-# %% ../notebooks/08_experiments.ipynb #42c9e25e
-def by_sampler(rows: list) -> list:
-    """Rows in sampler order: ancestral first, then DDIM from most to fewest steps.
-
-    Defined in chapter 8 (experiments).
-    """
-    return sorted(rows, key=lambda r: (r["sampler"] != "ancestral", -r["steps"]))
-
-
-def sampler_rows(rows: list, model: str = "best", n: int | None = None, seed: int = 0) -> list:
-    """The evaluated sets of one model (at one n, when given), in sampler order.
-
-    Defined in chapter 8 (experiments).
-    """
-    return by_sampler(select(rows, model=model, seed=seed, **({"n": n} if n is not None else {})))

@@ -179,12 +179,15 @@ class FastBackend(xp.Backend):
         s = make_schedule(cfg.schedule, cfg.T)
         return Schedule(s.betas.to(self.device), s.name) if self.fast and self.cuda else s
 
-    def train(self, cfg, run_dir: Path, deadline=None, must_finish=False) -> xp.TrainOutcome:
+    def train(self, cfg, run_dir: Path, deadline=None, must_finish=False, stop_at=None) -> xp.TrainOutcome:
         """The package's training loop in one call, with its fast paths, stopping in time for the deadline
-        (checkpointed with the full fp32 state: a later call resumes it exactly)."""
+        or at step `stop_at` (checkpointed with the full fp32 state: a later call resumes it exactly)."""
         t_call = time.monotonic()
-        found = step_checkpoints(run_dir)
-        step0 = int(found[-1].stem.split("_")[1]) if found else 0
+        step0 = xp.checkpointed_steps(run_dir)
+        target = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
+        stop_after = self.stop_after_steps
+        if stop_at is not None:
+            stop_after = max(0, target - step0) if stop_after is None else min(stop_after, max(0, target - step0))
         if not self.fast:
             paths = training.FastPaths()
         elif self.cuda:
@@ -194,10 +197,10 @@ class FastBackend(xp.Backend):
             paths = training.FastPaths(autocast="bfloat16", trusted_inputs=True)
         step_fn = paths.step_fn()
         state = training.train(cfg, run_dir, device=self.device, data=self._data_on_device(), progress=self.progress,
-                               keep=1, stop_after=self.stop_after_steps, fast=paths, step_fn=step_fn,
+                               keep=1, stop_after=stop_after, fast=paths, step_fn=step_fn,
                                deadline=deadline, must_finish=must_finish)
         seconds = time.monotonic() - t_call
-        finished = state.step >= cfg.iterations
+        finished = state.step >= target
         stop_reason = "" if finished else state.stop_reason or \
             f"stopped after {self.stop_after_steps} steps (--stop-after-steps)"
         per_step = state.seconds_per_step

@@ -72,6 +72,9 @@ BAD_PLANS = {
     "'scale'": lambda p: p.pop("scale"),
     "scale_note": lambda p: p.pop("scale_note"),
     "unknown table": lambda p: p["units"][0].update(tables=[5]),
+    "checkpoint = 10 is not among the 'snapshots'": lambda p: p["units"][1].update(checkpoint=10),
+    "snapshot step 30 must be below iterations": lambda p: p["units"][0].update(snapshots=[10, 30]),
+    "'snapshots' must be a list": lambda p: p["units"][0].update(snapshots=10),
 }
 
 
@@ -116,6 +119,43 @@ def test_shipped_plans_load_and_feed_every_table():
     assert all(u.config.iterations == 100_000 and u.config.batch_size == 32 and u.config.loss == "l1"
                for u in paper.units if u.kind == "train" and u.spec["preset"] == "paper")
     assert paper.units[0].name == "linear_T1000"          # the model that Tables 1 and 3 share comes first
+
+
+def test_cpu_plan_keeps_the_papers_recipe_and_sampler_and_measures_both_spreads():
+    cpu = xp.load_plan(ROOT / "plans" / "cpu.json")
+    trains = [u for u in cpu.units if u.kind == "train"]
+    for u in trains:                                    # only width and length shrink
+        c = u.config
+        assert (c.model, c.loss, c.batch_size, c.optimizer, c.ema_decay, c.p_uncond) == \
+            ("paper", "l1", 32, "adam", 0.0, 0.1)
+        assert u.spec["snapshots"]
+    samples = [u for u in cpu.units if u.kind == "sample"]
+    evaluated = {u.needs for u in cpu.units if u.kind == "evaluate"}
+    assert {u.name for u in samples} == evaluated       # every set is scored
+    table_sets = [u for u in samples if u.spec["sampler"] != "dpm++"]
+    assert all(u.spec["sampler"] == "ancestral" and u.spec["steps"] == u.config.T for u in table_sets)
+    # plateau evidence: a set at every snapshot and at the end, and a second seed of the final model
+    for t in trains:
+        checks = [u for u in samples if u.spec["model"] == t.name and u.spec["sampler"] == "dpm++"]
+        assert sorted(u.spec.get("checkpoint", t.config.iterations) for u in checks if u.spec["seed"] == 0) == \
+            t.spec["snapshots"] + [t.config.iterations]
+        assert any(u.spec["seed"] == 1 and "checkpoint" not in u.spec for u in checks)
+    # Table 1: five sets of one model, and three trainings of its cell
+    t1 = [u for u in table_sets if "1" in u.tables and u.spec["model"] == "linear_T1000"]
+    assert sorted(u.spec["seed"] for u in t1) == [0, 1, 2, 3, 4] and {u.spec["w"] for u in t1} == {0.2}
+    cell = [t for t in trains if (t.config.schedule, t.config.T) == ("linear", 1000)]
+    assert sorted(t.config.seed for t in cell) == [0, 1, 2]
+    assert all(any(u.spec["model"] == t.name and u.spec["w"] == 0.2 for u in table_sets) for t in cell)
+    # Tables 2 and 3
+    t2 = {(u.config.schedule, u.config.T) for u in table_sets if "2" in u.tables}
+    assert t2 == {("linear", 1000), ("linear", 4000), ("cosine", 1000), ("cosine", 4000)}
+    assert {u.spec["w"] for u in table_sets if "3" in u.tables} == {0.0, 0.2, 0.5}
+    # one sitting per model: a model's units follow its train unit before the next model's start
+    owner = {}
+    for u in cpu.units:
+        owner[u.name] = u.name if u.kind == "train" else owner[u.needs]
+    order = [owner[u.name] for u in cpu.units]
+    assert order == sorted(order, key=[t.name for t in trains].index)
 
 
 def test_loss_curve_averages_windows_and_keeps_the_last_step():
@@ -169,6 +209,49 @@ def test_run_resume_skip_and_repair(tmp_path, one_thread):
     assert {k: repaired[k] for k in unchanged} == {k: after[k] for k in unchanged}
     assert repaired["results/experiments/mini/eval_tiny_w2_ancestral.json"] == \
         after["results/experiments/mini/eval_tiny_w2_ancestral.json"]   # same images: evaluation stands
+
+
+def snapshot_plan(tmp_path) -> Path:
+    """The mini plan with snapshots at steps 10 and 20 and one set drawn from the step-10 model."""
+    plan = mini_plan()
+    plan["units"][0]["snapshots"] = [20, 10]
+    early = {**plan["units"][1], "name": "tiny_step10", "checkpoint": 10}
+    plan["units"][3:3] = [early, {"kind": "evaluate", "name": "eval_tiny_step10", "samples": "tiny_step10",
+                                  "tables": [3]}]
+    path = tmp_path / "mini.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def test_snapshots_keep_the_weights_of_earlier_steps_and_sets_draw_from_them(tmp_path, one_thread):
+    path, root = snapshot_plan(tmp_path), tmp_path / "xp"
+    assert main(["experiments", str(path), "--no-progress", "--root", str(root)]) == 0
+    assert set(status(root).values()) == {"done"}
+    layout = xp.Layout(root, "mini")
+    trained = json.loads(layout.result_file("tiny").read_text())
+    assert sorted(trained["snapshots"], key=int) == ["10", "20"]
+    for step, rec in trained["snapshots"].items():
+        assert sha256_file(root / rec["model"]) == rec["model_sha256"]
+        assert load_checkpoint(root / rec["model"])["step"] == int(step)
+    # the snapshot is the model a run stopped at that step would have: train another to step 10 and compare
+    plan = xp.load_plan(path)
+    from ddpm_lite.training import train
+    other = train(plan.unit("tiny").config, tmp_path / "other", progress=False, stop_after=10)
+    snap = load_checkpoint(layout.snapshot_file("tiny", 10))["ema"]
+    assert all(torch.equal(snap[k], v) for k, v in other.ema.model.state_dict().items())
+    early = json.loads(layout.result_file("tiny_step10").read_text())
+    final = json.loads(layout.result_file("tiny_w0_ddim5").read_text())
+    assert early["model_sha256"] == trained["snapshots"]["10"]["model_sha256"] != final["model_sha256"]
+    assert early["samples_sha256"] != final["samples_sha256"]     # same seed, other weights: other images
+    row = json.loads(layout.result_file("eval_tiny_step10").read_text())["row"]
+    assert (row["checkpoint"], row["train_seed"]) == (10, 0)
+    assert json.loads(layout.result_file("eval_tiny_w0_ddim5").read_text())["row"]["checkpoint"] == 30
+    # a run whose snapshot files were lost but whose checkpoint at that step remains writes them again
+    layout.snapshot_file("tiny", 20).unlink()
+    state = xp.unit_state(plan, layout, plan.unit("tiny_step10"))
+    assert state.state == "done"
+    assert main(["experiments", str(path), "--no-progress", "--root", str(root)]) == 0
+    assert sha256_file(layout.snapshot_file("tiny", 20)) == trained["snapshots"]["20"]["model_sha256"]
 
 
 def test_dry_run_lists_states_and_costs(tmp_path, capsys):

@@ -12,7 +12,8 @@ from ddpm_lite.errors import DDPMLiteError
 
 def row(**kw):
     base = {"model": "linear_T1000", "preset": "paper", "schedule": "linear", "T": 1000, "w": 0.2, "seed": 0,
-            "sampler": "ddim", "steps": 50, "n": 1000, "fid": 50.0, "is": 8.0, "accuracy": 0.9, "samples": "s"}
+            "sampler": "ancestral", "steps": 1000, "n": 250, "fid": 50.0, "is": 8.0, "accuracy": 0.9, "samples": "s",
+            "checkpoint": 10000, "train_seed": 0}
     return {**base, **kw}
 
 
@@ -38,6 +39,7 @@ def test_select_matches_every_keyword_and_tolerates_float_noise():
 
 def test_table1_uses_the_sample_std_over_seeds_of_one_model_and_w():
     rows = [row(seed=s, fid=f) for s, f in enumerate([10.0, 12.0, 14.0])] + [row(seed=0, w=0.5, fid=99.0)]
+    rows.append(row(seed=0, sampler="dpm++", steps=10, n=500, fid=77.0))     # a plateau check is not a Table 1 set
     t = tables.table1(rows)
     assert [r["seed"] for r in t["sets"]] == [0, 1, 2]
     assert t["mean"] == 12.0 and t["std"] == pytest.approx(2.0)
@@ -45,13 +47,47 @@ def test_table1_uses_the_sample_std_over_seeds_of_one_model_and_w():
     assert single["mean"] == 50.0 and math.isnan(single["std"])
 
 
+def test_training_spread_takes_one_set_per_training_seed_of_one_cell():
+    rows = [row(model=f"m{k}", train_seed=k, fid=f) for k, f in enumerate([20.0, 26.0, 23.0])]
+    rows += [row(model="m0", train_seed=0, seed=1, fid=90.0),                  # another sample set: not counted
+             row(model="c", schedule="cosine", train_seed=5, fid=1.0),         # another cell
+             row(model="m1", train_seed=1, sampler="dpm++", steps=10, fid=2.0)]
+    t = tables.training_spread(rows)
+    assert [r["train_seed"] for r in t["sets"]] == [0, 1, 2]
+    assert t["mean"] == pytest.approx(23.0) and t["std"] == pytest.approx(3.0)
+    assert math.isnan(tables.training_spread(rows, schedule="cosine")["std"])  # one training: no spread
+
+
 def test_table2_pairs_each_paper_row_with_ours_or_none():
-    rows = [row(schedule="cosine", T=4000, fid=30.0), row(), row(preset="best", schedule="cosine", T=1000)]
+    rows = [row(schedule="cosine", T=4000, fid=30.0), row(), row(preset="best", schedule="cosine", T=1000),
+            row(schedule="linear", T=4000, train_seed=1), row(schedule="linear", T=4000, sampler="ddim", steps=50)]
     t = {(r["schedule"], r["T"]): r for r in tables.table2(rows)}
     assert set(t) == {("linear", 1000), ("linear", 4000), ("cosine", 1000), ("cosine", 4000)}
     assert t[("cosine", 4000)]["ours"]["fid"] == 30.0 and t[("cosine", 4000)]["paper"]["fid"] == 21.70
     assert t[("cosine", 1000)]["ours"] is None                        # only the paper recipe's rows count
-    assert t[("linear", 4000)]["ours"] is None
+    assert t[("linear", 4000)]["ours"] is None                        # nor other training seeds or samplers
+
+
+def test_plateau_reads_snapshots_in_order_and_applies_the_noise_rule():
+    snaps = [row(sampler="dpm++", steps=10, n=500, checkpoint=c, fid=f)
+             for c, f in ((6000, 40.0), (2000, 90.0), (10000, 38.0), (8000, 39.0))]
+    again = row(sampler="dpm++", steps=10, n=500, checkpoint=10000, seed=1, fid=38.0 + math.sqrt(2))
+    p = tables.plateau(snaps + [again, row()], "linear_T1000")
+    assert p["steps"] == [2000, 6000, 8000, 10000] and p["fid"] == [90.0, 40.0, 39.0, 38.0]
+    assert p["noise"] == pytest.approx(1.0) and p["change"] == pytest.approx(-1.0)
+    assert p["verdict"] == "levelled off"
+    falling = [dict(r, fid=r["fid"] - 10.0) if r["checkpoint"] == 10000 else r for r in snaps]
+    assert tables.plateau(falling + [dict(again, fid=28.0 + math.sqrt(2))], "linear_T1000")["verdict"] == \
+        "still improving"
+    assert tables.plateau(snaps, "linear_T1000")["verdict"] == "not measured"     # no second seed: no spread
+    assert tables.plateau([], "linear_T1000")["steps"] == []
+
+
+def test_direction_agrees_disagrees_or_cannot_tell():
+    assert tables.direction(10.0, 20.0, 16.0, 21.0, 1.0) == "agrees"             # both: a lower than b
+    assert tables.direction(20.0, 10.0, 16.0, 21.0, 1.0) == "disagrees"
+    assert tables.direction(10.0, 11.0, 16.0, 21.0, 1.0) == "cannot be told apart"
+    assert tables.direction(10.0, 20.0, 16.0, 21.0, float("nan")) == "not measured"
 
 
 def test_compare_calls_differences_within_two_spreads_noise():
@@ -64,7 +100,7 @@ def test_compare_calls_differences_within_two_spreads_noise():
 
 
 def test_guidance_sweep_is_sorted_by_w():
-    rows = [row(w=w) for w in (2.0, 0.0, 0.5, 0.2)] + [row(w=1.0, seed=1)]
+    rows = [row(w=w) for w in (2.0, 0.0, 0.5, 0.2)] + [row(w=1.0, seed=1), row(w=3.0, sampler="dpm++", steps=10)]
     assert [r["w"] for r in tables.guidance_sweep(rows)] == [0.0, 0.2, 0.5, 2.0]
 
 
@@ -127,22 +163,3 @@ def test_committed_plan_results_are_complete_and_consistent(plan):
     rows = tables.evaluation_rows(results)
     for n in {r["n"] for r in rows}:
         tables.real_rows(n)                          # every sample size has its real-data row
-
-
-def test_sampler_rows_put_ancestral_first_then_ddim_by_steps():
-    rows = [row(model="best", sampler="ddim", steps=20, n=500), row(model="best", sampler="ancestral", steps=1000, n=500),
-            row(model="best", sampler="ddim", steps=50, n=500), row(model="best", sampler="ddim", steps=50, n=1000),
-            row(model="other", sampler="ancestral", steps=1000, n=500)]
-    got = tables.sampler_rows(rows, "best", n=500)
-    assert [(r["sampler"], r["steps"]) for r in got] == [("ancestral", 1000), ("ddim", 50), ("ddim", 20)]
-    assert len(tables.sampler_rows(rows, "best")) == 4
-
-
-def test_ablation_rows_keep_one_row_per_model_at_the_given_n():
-    rows = [row(model="best", w=1.0, n=1000, fid=60.0), row(model="best", w=1.0, n=500, fid=64.0),
-            row(model="best_l1", w=1.0, n=1000, fid=66.0), row(model="best_l1", w=1.0, n=1000, steps=20)]
-    results = {m: {"config": {"name": m}} for m in ("best", "best_l1")}
-    got = tables.ablation_rows(rows, results, n=500)
-    assert [(r["model"], r["fid"]) for r in got] == [("best", 64.0)]
-    got = tables.ablation_rows(rows, results, n=1000)
-    assert [(r["model"], r["fid"], r["config"]["name"]) for r in got] == [("best", 60.0, "best"), ("best_l1", 66.0, "best_l1")]

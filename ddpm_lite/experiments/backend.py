@@ -49,29 +49,33 @@ class Backend:
             self._data = load_mnist_float("train")
         return self._data
 
-    def train(self, cfg, run_dir: Path, deadline: float | None = None, must_finish: bool = False) -> TrainOutcome:
-        """Train (or resume) to cfg.iterations; with a deadline, in chunks that stop before it.
+    def train(self, cfg, run_dir: Path, deadline: float | None = None, must_finish: bool = False,
+              stop_at: int | None = None) -> TrainOutcome:
+        """Train (or resume) to cfg.iterations, or to step `stop_at` before it (a snapshot's step; the
+        outcome is `finished` when that step is reached); with a deadline, in chunks that stop before it.
 
         With must_finish, a run that the first chunk shows cannot end by the deadline stops there
         (checkpointed) and reports why, so that cheaper units can use the time first."""
         from ..training import train
         step0 = step = checkpointed_steps(run_dir)
+        target = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
         t0 = time.monotonic()
         if deadline is None:
-            state = train(cfg, run_dir, device=self.device, data=self.training_data(), progress=self.progress)
-            return TrainOutcome(state, True, state.step, state.step - step0, time.monotonic() - t0)
+            state = train(cfg, run_dir, device=self.device, data=self.training_data(), progress=self.progress,
+                          stop_after=None if stop_at is None else max(0, target - step))
+            return TrainOutcome(state, state.step >= target, state.step, state.step - step0, time.monotonic() - t0)
         per_step, measured_s, state = None, 0.0, None
-        while step < cfg.iterations:
+        while step < target:
             left = deadline - time.monotonic() - 2.0          # keep time to write the checkpoint
-            need = None if per_step is None else (cfg.iterations - step) * per_step
+            need = None if per_step is None else (target - step) * per_step
             # decide only on a measurement of some seconds: a short first chunk includes the set-up
             if must_finish and need is not None and need > left and measured_s >= 5:
                 return TrainOutcome(state, False, step, step - step0, time.monotonic() - t0,
                                     f"needs ~{format_seconds(need)}, {format_seconds(max(0, left))} left")
             if per_step is None:
-                chunk = min(cfg.iterations - step, 20)
+                chunk = min(target - step, 20)
             else:
-                chunk = min(cfg.iterations - step, int(left / per_step), max(1, int(60 / per_step)))
+                chunk = min(target - step, int(left / per_step), max(1, int(60 / per_step)))
             if chunk < 1:
                 return TrainOutcome(state, False, step, step - step0, time.monotonic() - t0, "out of time")
             c0 = time.monotonic()

@@ -5,14 +5,18 @@ Plumbing module (hand-written). A plan is a JSON file (see `plans/`) listing uni
     {"name": "paper", "scale": "paper" | "cpu-scale", "scale_note": "what was shrunk (cpu-scale)",
      "description": "...", "defaults": {"sample": {...}, "evaluate": {...}},
      "units": [
-       {"kind": "train", "name": "linear_T1000", "preset": "paper", "overrides": {"T": 1000}, "tables": [2, 3]},
+       {"kind": "train", "name": "linear_T1000", "preset": "paper", "overrides": {"T": 1000}, "tables": [2, 3],
+        "snapshots": [2000, 4000]},
        {"kind": "sample", "name": "linear_T1000_w0.2_s0", "model": "linear_T1000", "n": 10000, "w": 0.2,
         "sampler": "ancestral", "steps": 1000, "seed": 0, "batch_size": 5000, "tables": [1, 2, 3]},
        {"kind": "evaluate", "name": "eval_linear_T1000_w0.2_s0", "samples": "linear_T1000_w0.2_s0",
-        "fid": true, "tables": [1, 2, 3]}]}
+        "fid": true, "tables": [1, 2, 3]},
+       {"kind": "sample", "name": "plateau_2000", "model": "linear_T1000", "checkpoint": 2000, "n": 500, ...}]}
 
-A sample unit needs its train unit, an evaluate unit its sample unit, and each must come earlier
-in the list. `tables` says which of the paper's tables a unit feeds: 1, 2, 3 or "best".
+A train unit may keep `snapshots`, model files at earlier steps, which a sample unit names with
+`checkpoint` (to show that training has reached a plateau). A sample unit needs its train unit, an
+evaluate unit its sample unit, and each must come earlier in the list. `tables` says which of the
+paper's tables a unit feeds: 1, 2, 3 or "best".
 load_plan() turns the file into an ExperimentPlan of Units, every default filled in; any problem
 is a ConfigError that names the unit and the field.
 """
@@ -30,8 +34,8 @@ __all__ = ["KINDS", "TABLES", "SCALES", "Unit", "ExperimentPlan", "load_plan"]
 KINDS = ("train", "sample", "evaluate")
 TABLES = ("1", "2", "3", "best")
 SCALES = ("paper", "cpu-scale")
-_FIELDS = {"train": {"preset", "overrides"},
-           "sample": {"model", "n", "w", "sampler", "steps", "seed", "batch_size"},
+_FIELDS = {"train": {"preset", "overrides", "snapshots"},
+           "sample": {"model", "n", "w", "sampler", "steps", "seed", "batch_size", "checkpoint"},
            "evaluate": {"samples", "fid"}}
 _COMMON = {"kind", "name", "tables", "note"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -108,10 +112,20 @@ def _train_unit(where, raw) -> dict:
         cfg = get_config(preset, **overrides)
     except ConfigError as e:
         _fail(where, str(e))
-    return dict(spec={"preset": preset, "overrides": overrides}, config=cfg)
+    snaps = raw.get("snapshots", [])
+    if not isinstance(snaps, list):
+        _fail(where, f"'snapshots' must be a list of training steps such as [2000, 4000], got {snaps!r}")
+    snaps = sorted({_as_int(where, "snapshots", v, 1) for v in snaps})
+    if snaps and snaps[-1] >= cfg.iterations:
+        _fail(where, f"snapshot step {snaps[-1]} must be below iterations = {cfg.iterations} "
+                     "(the final model is always kept)")
+    spec = {"preset": preset, "overrides": overrides}
+    if snaps:                                # a model file kept at each of these steps (plateau checks)
+        spec["snapshots"] = snaps
+    return dict(spec=spec, config=cfg)
 
 
-def _sample_unit(where, raw, models: dict) -> dict:
+def _sample_unit(where, raw, models: dict, snapshots: dict) -> dict:
     from ..config import get_config
     model = raw.get("model")
     if model not in models:
@@ -138,6 +152,12 @@ def _sample_unit(where, raw, models: dict) -> dict:
     spec = {"model": model, "n": n, "w": float(w), "sampler": sampler, "steps": steps,
             "seed": _as_int(where, "seed", raw.get("seed", 0), 0),
             "batch_size": _as_int(where, "batch_size", raw.get("batch_size", 500), 1)}
+    if raw.get("checkpoint") is not None:    # draw from the model as it was at this training step
+        step = _as_int(where, "checkpoint", raw["checkpoint"], 1)
+        if step not in snapshots[model]:
+            _fail(where, f"checkpoint = {step} is not among the 'snapshots' of train unit {model!r} "
+                         f"({snapshots[model] or 'none'}); add it there, or drop 'checkpoint' for the final model")
+        spec["checkpoint"] = step
     return dict(spec=spec, needs=model, config=cfg)
 
 
@@ -181,7 +201,7 @@ def load_plan(path) -> ExperimentPlan:
     defaults = raw.get("defaults", {}) or {}
     if not isinstance(defaults, dict) or set(defaults) - set(KINDS):
         _fail(where, f"'defaults' must map unit kinds ({', '.join(KINDS)}) to default fields")
-    units, models, samples = [], {}, set()
+    units, models, samples, snapshots = [], {}, set(), {}
     for i, ru in enumerate(raw["units"]):
         uwhere = f"{where}, unit {i + 1}"
         if not isinstance(ru, dict):
@@ -206,8 +226,9 @@ def load_plan(path) -> ExperimentPlan:
         if kind == "train":
             parts = _train_unit(uwhere, merged)
             models[uname] = parts["config"]
+            snapshots[uname] = parts["spec"].get("snapshots", [])
         elif kind == "sample":
-            parts = _sample_unit(uwhere, merged, models)
+            parts = _sample_unit(uwhere, merged, models, snapshots)
             samples.add(uname)
         else:
             parts = _evaluate_unit(uwhere, merged, samples)

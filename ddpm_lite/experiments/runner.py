@@ -22,7 +22,8 @@ from ..sampling import balanced_labels
 from .backend import Backend
 from .estimate import FID_FIXED_S, architecture, describe_unit, format_seconds, unit_estimate
 from .plan import ExperimentPlan, Unit
-from .state import Layout, checkpointed_steps, plan_lock, read_result, sample_settings, unit_state, write_status
+from .state import (Layout, checkpointed_steps, model_record, plan_lock, read_result, sample_settings, unit_state,
+                    write_status)
 
 __all__ = ["Runner", "loss_curve", "PREVIEW"]
 
@@ -171,10 +172,24 @@ class Runner:
     def _train(self, u: Unit, must_finish: bool) -> _Result:
         cfg = u.config
         run_dir = self.layout.train_dir(u.name)
-        out = self.backend.train(cfg, run_dir, self.deadline, must_finish)
-        if not out.finished:
-            return _Result("deferred" if must_finish else "partial",
-                           f"stopped at step {out.step} of {cfg.iterations}: {out.deferred}")
+        snapshots = {}
+        # the run stops at each snapshot step to keep a model file of the weights there, then goes on
+        for stop_at in [*u.spec.get("snapshots", []), None]:
+            snap = None if stop_at is None else self.layout.snapshot_file(u.name, stop_at)
+            if snap is not None and (snap.is_file() or self._snapshot_from_checkpoint(u, stop_at, snap)):
+                snapshots[str(stop_at)] = {"model": self.layout.rel(snap), "model_sha256": sha256_file(snap)}
+                continue
+            out = self.backend.train(cfg, run_dir, self.deadline, must_finish, stop_at=stop_at)
+            if not out.finished:
+                return _Result("deferred" if must_finish else "partial",
+                               f"stopped at step {out.step} of {cfg.iterations}: {out.deferred}")
+            if snap is not None:
+                if out.step != stop_at:
+                    raise DataError(f"train unit {u.name!r} is already past step {stop_at} (at {out.step}) and its "
+                                    f"checkpoint there is gone, so that snapshot cannot be written; delete "
+                                    f"{self.layout.rel(run_dir)} to train again, or drop the snapshot from the plan.")
+                self.backend.save_model(snap, cfg, out.state)
+                snapshots[str(stop_at)] = {"model": self.layout.rel(snap), "model_sha256": sha256_file(snap)}
         state = out.state
         model_path = self.backend.save_model(self.layout.model_file(u.name), cfg, state)
         csv = "step,loss\n" + "".join(f"{k + 1},{v:.6f}\n" for k, v in enumerate(state.losses))
@@ -186,6 +201,7 @@ class Runner:
             "config": cfg.to_dict(), "seed": cfg.seed, "steps": state.step,
             "model": self.layout.rel(model_path), "model_sha256": sha256_file(model_path),
             "weights_dtype": self.backend.weights_dtype,
+            **({"snapshots": snapshots} if snapshots else {}),
             "final_loss_mean_last_100": sum(last) / max(1, len(last)),
             "loss_curve": loss_curve(state.losses),
             "steps_this_call": out.steps_this_call, "seconds_this_call": round(out.seconds, 1),
@@ -195,18 +211,28 @@ class Runner:
         path = write_json(self.layout.result_file(u.name), result)
         return _Result("done", f"{state.step} steps", files=[model_path, losses, run_dir / "config.json", path])
 
+    def _snapshot_from_checkpoint(self, u: Unit, step: int, snap: Path) -> bool:
+        """A snapshot written from the run's own checkpoint at `step`, if it is still there."""
+        from ..checkpoint import checkpoint_path, load_checkpoint, save_model_file
+        ckpt = checkpoint_path(self.layout.train_dir(u.name), step)
+        if not ckpt.is_file():
+            return False
+        save_model_file(snap, u.config, load_checkpoint(ckpt)["ema"], step)
+        return True
+
     # -- sample ---------------------------------------------------------------------------------
     def _run_sample(self, u: Unit, must_finish: bool) -> _Result:
         from ..data import to_uint8
         from ..io import open_parts_folder
         s = u.spec
-        model_file = self.layout.model_file(s["model"])
+        step = s.get("checkpoint")
+        model_file = self.layout.model_file(s["model"]) if step is None else self.layout.snapshot_file(s["model"], step)
         model_res = read_result(self.layout, s["model"])
         if not model_file.is_file() or model_res is None:
             raise DataError(f"the model of train unit {s['model']!r} is not here ({self.layout.rel(model_file)}); "
                             "train it first, or copy its run folder here.")
         model_sha = sha256_file(model_file)
-        if model_sha != model_res.get("model_sha256"):
+        if model_sha != model_record(model_res, step).get("model_sha256"):
             raise DataError(f"{self.layout.rel(model_file)} does not match the sha256 in its results file; "
                             "run the train unit again to rewrite it.")
         model, mcfg = self.backend.load_model(model_file)
@@ -311,7 +337,8 @@ class Runner:
         result["row"] = {"model": s.get("model"), "preset": (mres.get("unit") or {}).get("preset"),
                          "schedule": cfg.get("schedule"), "T": cfg.get("T"), "iterations": cfg.get("iterations"),
                          "steps_trained": mres.get("steps"), "w": s.get("w"), "sampler": s.get("sampler"),
-                         "steps": s.get("steps"), "n": s.get("n"), "seed": s.get("seed")}
+                         "steps": s.get("steps"), "n": s.get("n"), "seed": s.get("seed"),
+                         "checkpoint": s.get("checkpoint") or mres.get("steps"), "train_seed": cfg.get("seed")}
         result = {**self._header(u), **result}
         path = write_json(self.layout.result_file(u.name), result)
         fid = (result.get("fid") or {}).get("value")

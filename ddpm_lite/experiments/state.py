@@ -21,8 +21,8 @@ from ..io import sha256_file, write_json
 from ..runlock import folder_lock
 from .plan import ExperimentPlan, Unit
 
-__all__ = ["Layout", "plan_lock", "checkpointed_steps", "read_result", "UnitState", "sample_settings", "unit_state",
-           "plan_states", "write_status"]
+__all__ = ["Layout", "plan_lock", "checkpointed_steps", "read_result", "UnitState", "sample_settings", "model_record",
+           "unit_state", "plan_states", "write_status"]
 
 
 class Layout:
@@ -38,6 +38,10 @@ class Layout:
 
     def model_file(self, name) -> Path:
         return self.train_dir(name) / "model.pt"
+
+    def snapshot_file(self, name, step: int) -> Path:
+        """The model file a train unit keeps of its weights at an earlier `step` (its `snapshots`)."""
+        return self.train_dir(name) / "snapshots" / f"step_{step:08d}.pt"
 
     def samples_file(self, name) -> Path:
         return self.runs / "samples" / f"{name}.npz"
@@ -118,6 +122,13 @@ def _train_state(plan: ExperimentPlan, layout: Layout, u: Unit) -> UnitState:
     stored = res.get("config") if res else None
     if stored is not None and with_defaults(stored) == u.config.to_dict() and res.get("model_sha256"):
         if model.is_file():
+            recorded = res.get("snapshots") or {}
+            missing = [k for k in u.spec.get("snapshots", []) if str(k) not in recorded
+                       or not layout.snapshot_file(u.name, k).is_file()
+                       or _SHA(layout.snapshot_file(u.name, k)) != recorded[str(k)].get("model_sha256")]
+            if missing:
+                return UnitState("pending", f"the snapshots at steps {missing} are missing or changed; they will be "
+                                            "written again from the run's checkpoints")
             if _SHA(model) == res["model_sha256"]:
                 return UnitState("done", f"{res.get('steps')} steps")
             return UnitState("pending", "model.pt differs from the one its results describe; it will be rewritten")
@@ -133,7 +144,19 @@ def _train_state(plan: ExperimentPlan, layout: Layout, u: Unit) -> UnitState:
 
 def sample_settings(u: Unit) -> dict:
     """The settings that decide a sample set's images (a results file with others is out of date)."""
-    return {k: u.spec[k] for k in ("model", "n", "w", "sampler", "steps", "seed", "batch_size")}
+    keys = ("model", "n", "w", "sampler", "steps", "seed", "batch_size")
+    keys += ("checkpoint",) if "checkpoint" in u.spec else ()
+    return {k: u.spec[k] for k in keys}
+
+
+def model_record(model_res: dict | None, checkpoint: int | None) -> dict:
+    """What a train unit's results file says about the model a sample unit draws from: its final
+    model, or the snapshot at `checkpoint` ({"model": path, "model_sha256": ...}; {} when unknown)."""
+    if not model_res:
+        return {}
+    if checkpoint is None:
+        return {"model": model_res.get("model"), "model_sha256": model_res.get("model_sha256")}
+    return dict((model_res.get("snapshots") or {}).get(str(checkpoint)) or {})
 
 
 def _sample_state(plan: ExperimentPlan, layout: Layout, u: Unit) -> UnitState:
@@ -141,7 +164,8 @@ def _sample_state(plan: ExperimentPlan, layout: Layout, u: Unit) -> UnitState:
     model_res = read_result(layout, u.needs)
     npz = layout.samples_file(u.name)
     if res and res.get("settings") == sample_settings(u) and res.get("samples_sha256"):
-        if not (model_res and res.get("model_sha256") == model_res.get("model_sha256")):
+        drawn_from = model_record(model_res, u.spec.get("checkpoint")).get("model_sha256")
+        if not (model_res and res.get("model_sha256") == drawn_from):
             return UnitState("pending", "drawn from an earlier version of its model; it will be redrawn")
         if npz.is_file():
             if _SHA(npz) == res["samples_sha256"]:

@@ -13,8 +13,8 @@ from .plotting import show_grid
 
 # %% auto #0
 __all__ = ['PAPER_N', 'PAPER_TABLE1_FID', 'PAPER_TABLE2', 'PAPER_TABLE3', 'PAPER_TABLE4', 'plan_results', 'pick_plan',
-           'evaluation_rows', 'select', 'real_rows', 'plateau', 'mean_std', 'table1', 'training_spread', 'fmt',
-           'markdown_table', 'compare', 'direction', 'table2', 'guidance_sweep', 'preview', 'show_previews']
+           'evaluation_rows', 'select', 'real_rows', 'mean_std', 'table1', 'training_spread', 'fmt', 'markdown_table',
+           'compare', 'direction', 'plateau', 'table2', 'guidance_sweep', 'preview', 'show_previews']
 
 # %% ../notebooks/08_experiments.ipynb #7ae3e51b
 # Reported by the paper (Tables 1-4): 100K training iterations, FID of 10,000 samples against the
@@ -110,27 +110,6 @@ def real_rows(n: int) -> dict:
                             "`make reference`.")
     return {"n": n, "fid": fid[n], "is": is_[n], "accuracy": ref["classifier_accuracy_test"]}
 
-# %% ../notebooks/08_experiments.ipynb #ddd12bc1
-def plateau(rows: list, model: str, sampler: str = "dpm++", w: float = 0.2) -> dict:
-    """A model's FID and accuracy at its training snapshots (seed-0 sets of one sampler), the spread of
-    one set from the final model's second seed, and whether the last two snapshots differ by more.
-
-    Defined in chapter 8 (experiments).
-    """
-    pts = sorted(select(rows, model=model, sampler=sampler, w=w, seed=0), key=lambda r: r["checkpoint"])
-    again = select(rows, model=model, sampler=sampler, w=w, seed=1)
-    out = {"model": model, "steps": [r["checkpoint"] for r in pts], "fid": [r["fid"] for r in pts],
-           "accuracy": [r["accuracy"] for r in pts], "n": pts[-1]["n"] if pts else None,
-           "noise": float("nan"), "change": float("nan"), "verdict": "not measured"}
-    if pts and again and again[0]["checkpoint"] == pts[-1]["checkpoint"]:
-        out["noise"] = abs(pts[-1]["fid"] - again[0]["fid"]) / math.sqrt(2)
-    if len(pts) >= 2:
-        out["change"] = pts[-1]["fid"] - pts[-2]["fid"]
-        c = compare(pts[-1]["fid"], pts[-2]["fid"], out["noise"])
-        out["verdict"] = {"indistinguishable": "levelled off", "better": "still improving",
-                          "worse": "worse at the end"}.get(c, c)
-    return out
-
 # %% ../notebooks/08_experiments.ipynb #23182613
 def mean_std(values) -> tuple:
     """Mean and sample standard deviation (n - 1 in the denominator, as the paper's Table 1).
@@ -210,6 +189,27 @@ def direction(ours_a: float, ours_b: float, paper_a: float, paper_b: float, nois
     if c in ("indistinguishable", "not measured"):
         return "cannot be told apart" if c == "indistinguishable" else c
     return "agrees" if (c == "better") == (paper_a < paper_b) else "disagrees"
+
+# %% ../notebooks/08_experiments.ipynb #ddd12bc1
+def plateau(rows: list, model: str, sampler: str = "dpm++", w: float = 0.2) -> dict:
+    """A model's FID and accuracy at its training snapshots (seed-0 sets of one sampler), the spread of
+    one set from the final model's second seed, and whether the last two snapshots differ by more.
+
+    Defined in chapter 8 (experiments).
+    """
+    pts = sorted(select(rows, model=model, sampler=sampler, w=w, seed=0), key=lambda r: r["checkpoint"])
+    again = select(rows, model=model, sampler=sampler, w=w, seed=1)
+    out = {"model": model, "steps": [r["checkpoint"] for r in pts], "fid": [r["fid"] for r in pts],
+           "accuracy": [r["accuracy"] for r in pts], "n": pts[-1]["n"] if pts else None,
+           "noise": float("nan"), "change": float("nan"), "verdict": "not measured"}
+    if pts and again and again[0]["checkpoint"] == pts[-1]["checkpoint"]:
+        out["noise"] = abs(pts[-1]["fid"] - again[0]["fid"]) / math.sqrt(2)
+    if len(pts) >= 2:
+        out["change"] = pts[-1]["fid"] - pts[-2]["fid"]
+        c = compare(pts[-1]["fid"], pts[-2]["fid"], out["noise"])
+        out["verdict"] = {"indistinguishable": "levelled off", "better": "still improving",
+                          "worse": "worse at the end"}.get(c, c)
+    return out
 
 # %% ../notebooks/08_experiments.ipynb #57038da3
 def table2(rows: list, w: float = 0.2, seed: int = 0, train_seed: int = 0, sampler: str = "ancestral") -> list:

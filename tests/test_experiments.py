@@ -246,6 +246,12 @@ def test_snapshots_keep_the_weights_of_earlier_steps_and_sets_draw_from_them(tmp
     row = json.loads(layout.result_file("eval_tiny_step10").read_text())["row"]
     assert (row["checkpoint"], row["train_seed"]) == (10, 0)
     assert json.loads(layout.result_file("eval_tiny_w0_ddim5").read_text())["row"]["checkpoint"] == 30
+    # the model's own results file gathers the scores of every set drawn from it, snapshots included
+    evals = {e["samples"]: e for e in trained["evaluations"]}
+    assert set(evals) == {"tiny_w0_ddim5", "tiny_step10", "tiny_w2_ancestral"}
+    assert (evals["tiny_step10"]["checkpoint"], evals["tiny_w0_ddim5"]["checkpoint"]) == (10, 30)
+    assert evals["tiny_step10"]["conditional_accuracy"] == \
+        json.loads(layout.result_file("eval_tiny_step10").read_text())["conditional_accuracy"]["overall"]
     # a run whose snapshot files were lost but whose checkpoint at that step remains writes them again
     layout.snapshot_file("tiny", 20).unlink()
     state = xp.unit_state(plan, layout, plan.unit("tiny_step10"))

@@ -341,7 +341,29 @@ class Runner:
                          "checkpoint": s.get("checkpoint") or mres.get("steps"), "train_seed": cfg.get("seed")}
         result = {**self._header(u), **result}
         path = write_json(self.layout.result_file(u.name), result)
+        model_path = self._record_on_model(self.plan.unit(u.needs).needs)
         fid = (result.get("fid") or {}).get("value")
         msg = (f"FID {fid:.2f}, " if isinstance(fid, (int, float)) else "") + \
               f"IS {result['inception_score']['mean']:.2f}, accuracy {result['conditional_accuracy']['overall']:.3f}"
-        return _Result("done", msg, files=[path])
+        return _Result("done", msg, files=[path] + ([model_path] if model_path else []))
+
+    def _record_on_model(self, model: str):
+        """Copy the scores of every finished set of `model` into its train unit's results file, so that one
+        file says how the model did: at each snapshot (its plateau check) and at the end, per sampler and w."""
+        res = read_result(self.layout, model)
+        if res is None:
+            return None
+        found = []
+        for e in self.plan.units:
+            if e.kind != "evaluate" or self.plan.unit(e.needs).spec["model"] != model:
+                continue
+            r = read_result(self.layout, e.name)
+            if r is None or unit_state(self.plan, self.layout, e).state != "done":
+                continue
+            s = self.plan.unit(e.needs).spec
+            found.append({"samples": e.needs, **{k: s[k] for k in ("sampler", "steps", "w", "n", "seed")},
+                          "checkpoint": s.get("checkpoint", res.get("steps")),
+                          "fid": (r.get("fid") or {}).get("value"), "inception_score": r["inception_score"]["mean"],
+                          "conditional_accuracy": r["conditional_accuracy"]["overall"]})
+        res["evaluations"] = sorted(found, key=lambda f: (f["sampler"], f["checkpoint"], f["w"], f["seed"]))
+        return write_json(self.layout.result_file(model), res)

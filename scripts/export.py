@@ -1,8 +1,9 @@
 """Export every notebook's `#| export` cells to the ddpm_lite package (nbdev's nb_export).
 
 After nbdev writes a module, each public top-level function and class in it gets the line
-"Defined in chapter N (title)." at the end of its docstring, N and the title taken from the
-notebook that defines it (its file name and first heading), so the line cannot go stale. The
+"Defined in chapter N (title)." (or "Defined in the appendix (title).") at the end of its docstring, N
+and the title taken from the notebook that defines it (its file name and first heading), so the line
+cannot go stale. The
 notebooks themselves do not carry it; private helpers (names starting with "_") get none.
 """
 import ast
@@ -14,19 +15,23 @@ from pathlib import Path
 from nbdev.export import nb_export
 
 root = Path(__file__).resolve().parent.parent
-FOOTER = re.compile(r"Defined in chapter \d+ \([^)]*\)\.")
+FOOTER = re.compile(r"Defined in (?:chapter \d+|the appendix) \([^)]*\)\.")
 
 
-def chapter_of(nb_path: Path) -> tuple[int, str]:
-    """(number, short title) of a chapter notebook: '06_sampling.ipynb' with '# Sampling' -> (6, 'sampling')."""
+def chapter_of(nb_path: Path) -> tuple[str, str]:
+    """Where a notebook sits and its short title: '06_sampling.ipynb' with '# Sampling' -> ('chapter 6',
+    'sampling'); 'appendix_runs.ipynb' with '# Appendix: making a run ...' -> ('the appendix', 'making a run ...')."""
     nb = json.loads(nb_path.read_text())
     heading = next(("".join(c["source"]).splitlines()[0][2:] for c in nb["cells"]
                     if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("# ")), nb_path.stem)
+    if nb_path.name.startswith("appendix_"):
+        title = heading.split(":", 1)[1].strip() if ":" in heading else heading
+        return "the appendix", title[0].lower() + title[1:]
     title = heading.split(":")[0].strip()
-    return int(nb_path.name.split("_")[0]), title[0].lower() + title[1:]
+    return f"chapter {int(nb_path.name.split('_')[0])}", title[0].lower() + title[1:]
 
 
-def add_footers(module: Path, number: int, title: str) -> int:
+def add_footers(module: Path, where: str, title: str) -> int:
     """Append the chapter line to every public top-level docstring of `module`; returns how many."""
     text = module.read_text()
     lines = text.splitlines(keepends=True)
@@ -38,7 +43,7 @@ def add_footers(module: Path, number: int, title: str) -> int:
         if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
             continue
         edits.append(doc)
-    footer = f"Defined in chapter {number} ({title})."
+    footer = f"Defined in {where} ({title})."
     for doc in sorted(edits, key=lambda d: d.lineno, reverse=True):
         if FOOTER.search(doc.value.value):
             raise SystemExit(f"{module}: the docstring at line {doc.lineno} already says where it is defined; "

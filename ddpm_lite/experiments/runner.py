@@ -172,7 +172,7 @@ class Runner:
     def _train(self, u: Unit, must_finish: bool) -> _Result:
         cfg = u.config
         run_dir = self.layout.train_dir(u.name)
-        snapshots = {}
+        snapshots, steps_done, seconds = {}, 0, 0.0
         # the run stops at each snapshot step to keep a model file of the weights there, then goes on
         for stop_at in [*u.spec.get("snapshots", []), None]:
             snap = None if stop_at is None else self.layout.snapshot_file(u.name, stop_at)
@@ -180,6 +180,7 @@ class Runner:
                 snapshots[str(stop_at)] = {"model": self.layout.rel(snap), "model_sha256": sha256_file(snap)}
                 continue
             out = self.backend.train(cfg, run_dir, self.deadline, must_finish, stop_at=stop_at)
+            steps_done, seconds = steps_done + out.steps_this_call, seconds + out.seconds
             if not out.finished:
                 return _Result("deferred" if must_finish else "partial",
                                f"stopped at step {out.step} of {cfg.iterations}: {out.deferred}")
@@ -204,12 +205,13 @@ class Runner:
             **({"snapshots": snapshots} if snapshots else {}),
             "final_loss_mean_last_100": sum(last) / max(1, len(last)),
             "loss_curve": loss_curve(state.losses),
-            "steps_this_call": out.steps_this_call, "seconds_this_call": round(out.seconds, 1),
-            "steps_per_second_this_call": round(out.steps_this_call / out.seconds, 2) if out.seconds > 0 else None,
+            "steps_this_call": steps_done, "seconds_this_call": round(seconds, 1),
+            "steps_per_second_this_call": round(steps_done / seconds, 2) if seconds > 0 else None,
             "backend": self.backend.name, **self.backend.details("train"),
             "provenance": provenance(str(self.backend.device))})
         path = write_json(self.layout.result_file(u.name), result)
-        return _Result("done", f"{state.step} steps", files=[model_path, losses, run_dir / "config.json", path])
+        kept = [self.layout.root / rec["model"] for rec in snapshots.values()]
+        return _Result("done", f"{state.step} steps", files=[model_path, losses, run_dir / "config.json", path, *kept])
 
     def _snapshot_from_checkpoint(self, u: Unit, step: int, snap: Path) -> bool:
         """A snapshot written from the run's own checkpoint at `step`, if it is still there."""

@@ -222,3 +222,35 @@ def test_evaluate_path_writes_json_beside_the_newest_sample(tmp_path, monkeypatc
     assert on_disk["n"] == 20 and on_disk["fid"]["value"] == 12.5
     assert "commit" in on_disk["provenance"] and "hardware" in on_disk["provenance"]
     assert "FID" in evaluation.format_summary(result)
+
+
+def test_adding_a_reference_size_gives_what_the_full_computation_gives(monkeypatch, tmp_path):
+    """`reference --add-n` computes a new n's real-data rows the way `reference_rows` does, without the rest
+    (fake features and a fake classifier stand in for Inception and the shipped weights)."""
+    import torch
+    from ddpm_lite import data, evaluation, inception, metrics
+    g = torch.Generator().manual_seed(0)
+    split = {s: (torch.randint(0, 256, (300, 28, 28), generator=g, dtype=torch.uint8),
+                 torch.randint(0, 10, (300,), generator=g)) for s in ("test", "valid")}
+    def feats(x, *a, **k):                                          # four "features": means of image quarters
+        return np.asarray(x, np.float64).reshape(len(x), 4, -1).mean(-1) + np.arange(4)
+    net = type("Net", (), {"weights_sha256": "f" * 64})()
+    monkeypatch.setattr(data, "load_mnist", lambda s, *a, **k: split[s])
+    monkeypatch.setattr(inception, "fid_network", lambda *a, **k: net)
+    monkeypatch.setattr(inception, "cached_features", feats)
+    monkeypatch.setattr(inception, "pool3_features", feats)
+    monkeypatch.setattr(metrics, "load_classifier", lambda *a, **k: None)
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), 300)
+    monkeypatch.setattr(metrics, "class_probabilities", lambda m, x, *a, **k: probs[:len(x)])
+    monkeypatch.setattr(metrics, "classifier_accuracy", lambda *a, **k: 0.5)
+    monkeypatch.setattr(metrics, "classifier_path", lambda: tmp_path / "c.pt")
+    (tmp_path / "c.pt").write_bytes(b"x")
+    full = evaluation.reference_rows(tmp_path / "full.json", "cpu", False, fid_sizes=(300,), sample_sizes=(300, 200, 50))
+    evaluation.reference_rows(tmp_path / "part.json", "cpu", False, fid_sizes=(300,), sample_sizes=(300, 200))
+    added = evaluation.add_reference_sizes([50], tmp_path / "part.json", "cpu", progress=False)
+    assert added["fid_n_vs_test"] == full["fid_n_vs_test"]
+    assert added["inception_score_test_by_n"] == full["inception_score_test_by_n"]
+    assert added["added_sizes"][0]["sizes"] == [50] and "commit" in added["added_sizes"][0]["provenance"]
+    net.weights_sha256 = "0" * 64                                    # other FID weights: refuse, do not mix
+    with pytest.raises(DataError, match="FID weights differ"):
+        evaluation.add_reference_sizes([40], tmp_path / "part.json", "cpu", progress=False)

@@ -191,9 +191,10 @@ def direction(ours_a: float, ours_b: float, paper_a: float, paper_b: float, nois
     return "agrees" if (c == "better") == (paper_a < paper_b) else "disagrees"
 
 # %% ../notebooks/08_experiments.ipynb #ddd12bc1
-def plateau(rows: list, model: str, sampler: str = "dpm++", w: float = 0.2) -> dict:
+def plateau(rows: list, model: str, sampler: str = "dpm++", w: float = 0.2, noise: float | None = None) -> dict:
     """A model's FID and accuracy at its training snapshots (seed-0 sets of one sampler), the spread of
-    one set from the final model's second seed, and whether the last two snapshots differ by more.
+    one set from the final model's second seed, and whether the last two snapshots differ by more than
+    the noise rule allows (with `noise`, that spread instead of the model's own).
 
     Defined in chapter 8 (experiments).
     """
@@ -206,7 +207,7 @@ def plateau(rows: list, model: str, sampler: str = "dpm++", w: float = 0.2) -> d
         out["noise"] = abs(pts[-1]["fid"] - again[0]["fid"]) / math.sqrt(2)
     if len(pts) >= 2:
         out["change"] = pts[-1]["fid"] - pts[-2]["fid"]
-        c = compare(pts[-1]["fid"], pts[-2]["fid"], out["noise"])
+        c = compare(pts[-1]["fid"], pts[-2]["fid"], out["noise"] if noise is None else noise)
         out["verdict"] = {"indistinguishable": "levelled off", "better": "still improving",
                           "worse": "worse at the end"}.get(c, c)
     return out

@@ -152,8 +152,9 @@ def half_log_snr(sched: Schedule) -> torch.Tensor:
 def logsnr_timesteps(sched: Schedule, steps: int) -> torch.Tensor:
     """`steps` 0-based indices from T-1 down to 0, as evenly spaced in lambda_t as whole indices allow.
 
-    Near t = 0 one index can span more than the spacing; there the indices are pushed apart so that
-    they stay strictly decreasing (..., 2, 1, 0), and the count stays `steps`.
+    Where one index spans more than the spacing (near t = 0, and near t = T for the cosine schedule)
+    the indices are pushed apart so that they stay strictly decreasing from T - 1 to 0, and the count
+    stays `steps`.
 
     Defined in chapter 6 (sampling).
     """
@@ -164,7 +165,10 @@ def logsnr_timesteps(sched: Schedule, steps: int) -> torch.Tensor:
     targets = torch.linspace(lam[T - 1].item(), lam[0].item(), steps, dtype=torch.float64)
     idx = [int(torch.argmin((lam - v).abs())) for v in targets]
     idx[0], idx[-1] = T - 1, 0
-    for k in range(steps - 2, -1, -1):                       # strictly decreasing, from the end backwards
+    for k in range(1, steps):                                # strictly decreasing from T - 1 (a steep lambda_t
+        idx[k] = min(idx[k], idx[k - 1] - 1)                 # near t = T, as the cosine schedule's, piles indices up)
+    idx[-1] = 0
+    for k in range(steps - 2, -1, -1):                       # ... and from 0, from the end backwards
         idx[k] = max(idx[k], idx[k + 1] + 1)
     return torch.tensor(idx, dtype=torch.long)
 

@@ -322,3 +322,17 @@ def test_balanced_labels_cycle_through_the_digits():
     assert balanced_labels(12).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     assert balanced_labels(5, [1, 7]).tolist() == [1, 7, 1, 7, 1]
     assert torch.bincount(balanced_labels(10_000)).tolist() == [1000] * 10
+
+
+@pytest.mark.parametrize("schedule,T", [("linear", 1000), ("linear", 4000), ("cosine", 1000), ("cosine", 4000)])
+def test_logsnr_timesteps_stay_in_range_and_strictly_decreasing(schedule, T):
+    """DPM-Solver++'s grid: T - 1 down to 0, strictly decreasing, for every schedule. The cosine schedule's
+    lambda_t falls steeply near t = T, where evenly spaced targets pile onto the last indices; they must not be
+    pushed past T - 1."""
+    from ddpm_lite.forward import make_schedule
+    from ddpm_lite.sampling import logsnr_timesteps
+    sched = make_schedule(schedule, T)
+    for steps in (2, 5, 10, 15, 20, 25, 50, 100, T):
+        idx = logsnr_timesteps(sched, steps)
+        assert len(idx) == steps and idx[0] == T - 1 and idx[-1] == 0, (steps, idx[:3])
+        assert bool((idx[:-1] > idx[1:]).all()), steps

@@ -246,14 +246,10 @@ def reference_rows(out_json=None, device="auto", progress: bool = True,
     # A set of n generated images is scored against all 10,000 test images, so its real-data row is
     # n real images (the first n of the valid split) against the same 10,000, not n against n.
     stats_test = inception.statistics_from_features(f_test)
-    fid_n_vs_test = [{"n": min(n, len(f_valid)), "fid": inception.frechet_distance(
-        inception.statistics_from_features(f_valid[:n]), stats_test)} for n in sample_sizes]
     probs = class_probabilities(classifier, test_x)
     is_mean, is_std = inception_score(probs, IS_SPLITS)
-    is_by_n = []
-    for n in sample_sizes:                   # IS with 10 splits depends on n too (n/10 images per split)
-        m, sd = inception_score(probs[:n], IS_SPLITS)
-        is_by_n.append({"n": min(n, len(probs)), "mean": m, "std": sd})
+    rows = [_rows_at(n, f_valid[:n], stats_test, probs) for n in sample_sizes]
+    fid_n_vs_test, is_by_n = [r[0] for r in rows], [r[1] for r in rows]
     result = {
         "what": "reference rows: real MNIST images scored with the book's evaluation protocol",
         "fid_valid_vs_test": {"value": fid_by_n[0]["fid"], "n": fid_by_n[0]["n"],
@@ -281,6 +277,17 @@ def reference_rows(out_json=None, device="auto", progress: bool = True,
     return result
 
 
+def _rows_at(n: int, f_valid_n, stats_test, probs) -> tuple[dict, dict]:
+    """The real-data rows for sets of n images: FID of the first n valid images (features `f_valid_n`)
+    against all the test images, and the IS of the first n test images (10 splits: it depends on n too)."""
+    from . import inception
+    from .metrics import inception_score
+    fid = {"n": min(n, len(f_valid_n)), "fid": inception.frechet_distance(
+        inception.statistics_from_features(f_valid_n), stats_test)}
+    m, sd = inception_score(probs[:n], IS_SPLITS)
+    return fid, {"n": min(n, len(probs)), "mean": m, "std": sd}
+
+
 def add_reference_sizes(sizes, out_json=None, device="auto", progress: bool = True) -> dict:
     """Add real-data rows for more sample sizes to `results/reference.json` without recomputing the rest:
     the first n validation images against all 10,000 test images (FID) and the first n test images (IS),
@@ -291,7 +298,7 @@ def add_reference_sizes(sizes, out_json=None, device="auto", progress: bool = Tr
     from .book import results_dir
     from .data import load_mnist
     from .device import pick_device
-    from .metrics import class_probabilities, inception_score, load_classifier
+    from .metrics import class_probabilities, load_classifier
     out_json = Path(out_json) if out_json is not None else results_dir() / "reference.json"
     if not out_json.is_file():
         raise DataError(f"no reference file at {out_json}; compute it first with "
@@ -310,10 +317,9 @@ def add_reference_sizes(sizes, out_json=None, device="auto", progress: bool = Tr
     have = {r["n"] for r in ref["fid_n_vs_test"]}
     for n in sorted({int(n) for n in sizes} - have):
         f = inception.pool3_features(valid_x[:n], net, progress=progress, desc=f"Inception pool3 (valid[:{n}])")
-        ref["fid_n_vs_test"].append({"n": n, "fid": inception.frechet_distance(
-            inception.statistics_from_features(f), stats_test)})
-        m, sd = inception_score(probs[:n], IS_SPLITS)
-        ref["inception_score_test_by_n"].append({"n": n, "mean": m, "std": sd})
+        fid_row, is_row = _rows_at(n, f, stats_test, probs)
+        ref["fid_n_vs_test"].append(fid_row)
+        ref["inception_score_test_by_n"].append(is_row)
     ref["fid_n_vs_test"].sort(key=lambda r: -r["n"])
     ref["inception_score_test_by_n"].sort(key=lambda r: -r["n"])
     ref.setdefault("added_sizes", []).append({"sizes": sorted(int(n) for n in sizes),

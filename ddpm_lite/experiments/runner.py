@@ -320,21 +320,22 @@ class Runner:
         if sha256_file(npz) != sres.get("samples_sha256"):
             raise DataError(f"{self.layout.rel(npz)} does not match the sha256 in its results file; "
                             "run its sample unit again to regenerate it.")
+        mres = read_result(self.layout, self.plan.unit(u.needs).needs) or {}
+        cfg = mres.get("config") or {}
+        dataset = cfg.get("dataset", "mnist")       # scored against the data set the model learned
         t0 = time.monotonic()
         if u.spec["fid"]:
             from ..evaluation import evaluate_path
             result = evaluate_path(npz, npz.with_name(f"{u.name}.eval.json"), device=self.backend.device,
-                                   progress=self.backend.progress)
+                                   progress=self.backend.progress, dataset=dataset)
             result.pop("written_to", None)
             if result["n"] >= 200:           # a per-image rate only from sets where images dominate the cost
                 self.eval_rate = max(0.0, time.monotonic() - t0 - FID_FIXED_S) / result["n"]
         else:
             from ..evaluation import evaluate_file
-            result = evaluate_file(npz, self.backend.device, progress=False, fid=False)
+            result = evaluate_file(npz, self.backend.device, progress=False, fid=False, dataset=dataset)
             result["samples"] = {k: v for k, v in sres.items() if k not in ("provenance", "plan", "unit")}
         result["fid_computed"] = u.spec["fid"]
-        mres = read_result(self.layout, self.plan.unit(u.needs).needs) or {}
-        cfg = mres.get("config") or {}
         s = sres.get("settings", {})
         result["row"] = {"model": s.get("model"), "preset": (mres.get("unit") or {}).get("preset"),
                          "schedule": cfg.get("schedule"), "T": cfg.get("T"), "iterations": cfg.get("iterations"),

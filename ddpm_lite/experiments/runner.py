@@ -173,11 +173,15 @@ class Runner:
         cfg = u.config
         run_dir = self.layout.train_dir(u.name)
         snapshots, steps_done, seconds = {}, 0, 0.0
+
+        def keep(step: int, snap: Path) -> None:          # record a snapshot's model file in the results
+            snapshots[str(step)] = {"model": self.layout.rel(snap), "model_sha256": sha256_file(snap)}
+
         # the run stops at each snapshot step to keep a model file of the weights there, then goes on
         for stop_at in [*u.spec.get("snapshots", []), None]:
             snap = None if stop_at is None else self.layout.snapshot_file(u.name, stop_at)
             if snap is not None and (snap.is_file() or self._snapshot_from_checkpoint(u, stop_at, snap)):
-                snapshots[str(stop_at)] = {"model": self.layout.rel(snap), "model_sha256": sha256_file(snap)}
+                keep(stop_at, snap)
                 continue
             out = self.backend.train(cfg, run_dir, self.deadline, must_finish, stop_at=stop_at)
             steps_done, seconds = steps_done + out.steps_this_call, seconds + out.seconds
@@ -190,7 +194,7 @@ class Runner:
                                     f"checkpoint there is gone, so that snapshot cannot be written; delete "
                                     f"{self.layout.rel(run_dir)} to train again, or drop the snapshot from the plan.")
                 self.backend.save_model(snap, cfg, out.state)
-                snapshots[str(stop_at)] = {"model": self.layout.rel(snap), "model_sha256": sha256_file(snap)}
+                keep(stop_at, snap)
         state = out.state
         model_path = self.backend.save_model(self.layout.model_file(u.name), cfg, state)
         csv = "step,loss\n" + "".join(f"{k + 1},{v:.6f}\n" for k, v in enumerate(state.losses))

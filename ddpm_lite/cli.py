@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="FID, Inception Score and conditional accuracy of a sample file")
     e.add_argument("path", help="a .npz written by `ddpm-lite sample`, or a run folder (its newest sample file)")
     e.add_argument("--out", type=Path, help="results JSON (default: beside the sample file)")
+    e.add_argument("--dataset", choices=["mnist", "fashion"],
+                   help="the data set to score against (default: the one the sample file's .json records, else mnist)")
     _add_device(e)
 
     d = sub.add_parser("demo", help="train the quick preset on this machine and draw a guided class grid")
@@ -247,7 +249,7 @@ def main(argv=None) -> int:
                            args.clip_x0)
         elif args.command == "evaluate":
             from .evaluation import evaluate_path, format_summary
-            result = evaluate_path(args.path, args.out, device=args.device)
+            result = evaluate_path(args.path, args.out, device=args.device, dataset=args.dataset)
             print(format_summary(result))
         elif args.command == "experiments":
             return experiments_command(args)

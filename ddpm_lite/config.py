@@ -24,6 +24,8 @@ SAMPLING_FIELDS = ("w", "null_at_sampling", "sampler", "sample_steps")
 
 @dataclass(frozen=True)
 class Config:
+    # --- data (chapter 1)
+    dataset: str = "mnist"               # "mnist", or "fashion" for Fashion-MNIST (same shape, 10 classes)
     # --- model (chapter 3)
     model: str = "improved"              # "paper": the paper's U-Net; "improved": residual GroupNorm/SiLU blocks
     channels: tuple = (16, 32, 64)       # channels at 28x28, 14x14 and 7x7
@@ -70,7 +72,7 @@ class Config:
         return d
 
 
-_CHOICES = {"model": ("paper", "improved"), "schedule": ("linear", "cosine"), "loss": ("l1", "l2"),
+_CHOICES = {"dataset": ("mnist", "fashion"), "model": ("paper", "improved"), "schedule": ("linear", "cosine"), "loss": ("l1", "l2"),
             "optimizer": ("adam", "adamw"),
             "prediction": ("eps", "v"), "loss_weight": ("none", "min_snr"), "lr_schedule": ("constant", "cosine"),
             "sampler": ("ancestral", "ddim", "dpm++"),

@@ -198,7 +198,7 @@ def train(cfg: Config, run_dir=None, device="auto", data=None, progress: bool = 
     paths = fast if isinstance(fast, FastPaths) else (
         FastPaths.for_device(device, ctx.world_size) if fast in (None, True) else FastPaths())
     paths.setup(device)                                          # TF32 and cudnn autotuning, on CUDA
-    images, labels = data if data is not None else load_mnist_float("train")
+    images, labels = data if data is not None else load_mnist_float("train", dataset=cfg.dataset)
     images, labels = images.to(device), labels.to(device)
     sched = paths.schedule(make_schedule(cfg.schedule, cfg.T), device)
     state = new_state(cfg, device)

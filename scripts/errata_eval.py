@@ -22,7 +22,8 @@ from ddpm_lite.data import load_mnist, to_float
 from ddpm_lite.experiments import balanced_labels
 from ddpm_lite.forward import make_schedule
 from ddpm_lite.io import atomic_write_bytes, provenance, read_json, sha256_file, write_json
-from ddpm_lite.metrics import conditional_accuracy, inception_score, load_classifier
+from ddpm_lite.evaluation import score
+from ddpm_lite.metrics import load_classifier
 from ddpm_lite.sampling import generate
 
 OUT = results_dir() / "errata_eval.json"
@@ -33,6 +34,7 @@ SHIPPED_N = 2_000    # CPU-scale: Inception features of 2 x 10,000 samples cost 
 
 
 def fid_vs_test(images_u8, net) -> float:
+    """FID of a real image set against the test set; its features are cached (generated sets go through `scores`)."""
     ref = inception.reference_statistics("test", net)
     gen = inception.statistics_from_features(inception.cached_features(np.ascontiguousarray(images_u8), net))
     return inception.frechet_distance(gen, ref)
@@ -46,13 +48,16 @@ def real_fid_same_n(n: int, net) -> dict:
 
 
 def scores(images_u8, labels, classifier, net=None, stats_mismatch=False) -> dict:
-    """IS (10 splits), conditional accuracy and, when net is given, FID against the test set."""
-    probs = errata.class_probabilities_with(classifier, images_u8, stats_mismatch)
-    is_mean, is_std = inception_score(probs, 10)
-    out = {"inception_score": {"mean": is_mean, "std": is_std, "splits": 10},
-           "conditional_accuracy": conditional_accuracy(probs, np.asarray(labels))["overall"]}
+    """IS (10 splits), conditional accuracy and, when net is given, FID against the test set: the book's
+    one scoring path (`ddpm_lite.evaluation.score`), with the classifier's input normalised as chapter 10
+    asks (`stats_mismatch`)."""
+    s = score(np.ascontiguousarray(images_u8), np.asarray(labels), "cpu", progress=False, fid=net is not None,
+              net=net, classifier=classifier,
+              probabilities=lambda u: errata.class_probabilities_with(classifier, u, stats_mismatch))
+    out = {"inception_score": {k: s["inception_score"][k] for k in ("mean", "std", "splits")},
+           "conditional_accuracy": s["conditional_accuracy"]["overall"]}
     if net is not None:
-        out["fid"] = fid_vs_test(images_u8, net)
+        out["fid"] = s["fid"]["value"]
     return out
 
 

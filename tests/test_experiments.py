@@ -158,6 +158,25 @@ def test_cpu_plan_keeps_the_papers_recipe_and_sampler_and_measures_both_spreads(
     assert order == sorted(order, key=[t.name for t in trains].index)
 
 
+def test_fashion_plan_trains_both_recipes_on_fashion_and_scores_each_at_the_protocols_n():
+    plan = xp.load_plan(ROOT / "plans" / "fashion.json")
+    trains = {u.name: u for u in plan.units if u.kind == "train"}
+    assert {u.config.dataset for u in trains.values()} == {"fashion"}
+    assert trains["fashion_ours"].config == get_config("quick", dataset="fashion")      # chapter 12's recipe as shipped
+    paper = trains["fashion_paper"].config
+    assert (paper.model, paper.loss, paper.batch_size, paper.optimizer, paper.ema_decay) == ("paper", "l1", 32, "adam", 0.0)
+    samples = [u for u in plan.units if u.kind == "sample"]
+    assert {u.name for u in samples} == {u.needs for u in plan.units if u.kind == "evaluate"}
+    for name in trains:                    # each recipe: a guidance sweep at n = 1,000 and one set at n = 10,000
+        mine = [u for u in samples if u.spec["model"] == name and "checkpoint" not in u.spec]
+        assert sorted(u.spec["n"] for u in mine if u.spec["n"] == 10_000) == [10_000]
+        assert {0.0, 0.5, 2.0} <= {u.spec["w"] for u in mine if u.spec["n"] == 1000}
+    owner = {}
+    for u in plan.units:                   # model by model, as in plans/cpu.json
+        owner[u.name] = u.name if u.kind == "train" else owner[u.needs]
+    assert [owner[u.name] for u in plan.units] == sorted((owner[u.name] for u in plan.units), key=list(trains).index)
+
+
 def test_loss_curve_averages_windows_and_keeps_the_last_step():
     c = xp.loss_curve([1.0, 3.0, 5.0, 7.0, 9.0], points=2)
     assert c == {"every": 3, "step": [3, 5], "loss": [3.0, 8.0]}

@@ -43,11 +43,14 @@ class Backend:
         self._data = data
         self.log = log
 
-    def training_data(self):
-        if self._data is None:
+    def training_data(self, dataset: str = "mnist"):
+        """The training images of `dataset` (those passed in at construction stand for MNIST's), loaded once."""
+        if not isinstance(self._data, dict):
+            self._data = {"mnist": self._data} if self._data is not None else {}
+        if dataset not in self._data:
             from ..data import load_mnist_float
-            self._data = load_mnist_float("train")
-        return self._data
+            self._data[dataset] = load_mnist_float("train", dataset=dataset)
+        return self._data[dataset]
 
     def train(self, cfg, run_dir: Path, deadline: float | None = None, must_finish: bool = False,
               stop_at: int | None = None) -> TrainOutcome:
@@ -61,7 +64,7 @@ class Backend:
         target = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
         t0 = time.monotonic()
         if deadline is None:
-            state = train(cfg, run_dir, device=self.device, data=self.training_data(), progress=self.progress,
+            state = train(cfg, run_dir, device=self.device, data=self.training_data(cfg.dataset), progress=self.progress,
                           stop_after=None if stop_at is None else max(0, target - step))
             return TrainOutcome(state, state.step >= target, state.step, state.step - step0, time.monotonic() - t0)
         per_step, measured_s, state = None, 0.0, None
@@ -79,14 +82,14 @@ class Backend:
             if chunk < 1:
                 return TrainOutcome(state, False, step, step - step0, time.monotonic() - t0, "out of time")
             c0 = time.monotonic()
-            state = train(cfg, run_dir, device=self.device, data=self.training_data(), progress=self.progress,
+            state = train(cfg, run_dir, device=self.device, data=self.training_data(cfg.dataset), progress=self.progress,
                           stop_after=chunk)
             done, step = state.step - step, state.step
             if done > 0:
                 measured_s = time.monotonic() - c0
                 per_step = measured_s / done
         if state is None:                                  # already trained: load the final state
-            state = train(cfg, run_dir, device=self.device, data=self.training_data(), progress=False, stop_after=0)
+            state = train(cfg, run_dir, device=self.device, data=self.training_data(cfg.dataset), progress=False, stop_after=0)
         return TrainOutcome(state, True, step, step - step0, time.monotonic() - t0)
 
     def details(self, kind: str) -> dict:

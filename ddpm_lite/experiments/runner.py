@@ -173,11 +173,15 @@ class Runner:
         cfg = u.config
         run_dir = self.layout.train_dir(u.name)
         snapshots, steps_done, seconds = {}, 0, 0.0
+
+        def keep(step: int, snap: Path) -> None:          # record a snapshot's model file in the results
+            snapshots[str(step)] = {"model": self.layout.rel(snap), "model_sha256": sha256_file(snap)}
+
         # the run stops at each snapshot step to keep a model file of the weights there, then goes on
         for stop_at in [*u.spec.get("snapshots", []), None]:
             snap = None if stop_at is None else self.layout.snapshot_file(u.name, stop_at)
             if snap is not None and (snap.is_file() or self._snapshot_from_checkpoint(u, stop_at, snap)):
-                snapshots[str(stop_at)] = {"model": self.layout.rel(snap), "model_sha256": sha256_file(snap)}
+                keep(stop_at, snap)
                 continue
             out = self.backend.train(cfg, run_dir, self.deadline, must_finish, stop_at=stop_at)
             steps_done, seconds = steps_done + out.steps_this_call, seconds + out.seconds
@@ -190,7 +194,7 @@ class Runner:
                                     f"checkpoint there is gone, so that snapshot cannot be written; delete "
                                     f"{self.layout.rel(run_dir)} to train again, or drop the snapshot from the plan.")
                 self.backend.save_model(snap, cfg, out.state)
-                snapshots[str(stop_at)] = {"model": self.layout.rel(snap), "model_sha256": sha256_file(snap)}
+                keep(stop_at, snap)
         state = out.state
         model_path = self.backend.save_model(self.layout.model_file(u.name), cfg, state)
         csv = "step,loss\n" + "".join(f"{k + 1},{v:.6f}\n" for k, v in enumerate(state.losses))
@@ -320,21 +324,22 @@ class Runner:
         if sha256_file(npz) != sres.get("samples_sha256"):
             raise DataError(f"{self.layout.rel(npz)} does not match the sha256 in its results file; "
                             "run its sample unit again to regenerate it.")
+        mres = read_result(self.layout, self.plan.unit(u.needs).needs) or {}
+        cfg = mres.get("config") or {}
+        dataset = cfg.get("dataset", "mnist")       # scored against the data set the model learned
         t0 = time.monotonic()
         if u.spec["fid"]:
             from ..evaluation import evaluate_path
             result = evaluate_path(npz, npz.with_name(f"{u.name}.eval.json"), device=self.backend.device,
-                                   progress=self.backend.progress)
+                                   progress=self.backend.progress, dataset=dataset)
             result.pop("written_to", None)
             if result["n"] >= 200:           # a per-image rate only from sets where images dominate the cost
                 self.eval_rate = max(0.0, time.monotonic() - t0 - FID_FIXED_S) / result["n"]
         else:
             from ..evaluation import evaluate_file
-            result = evaluate_file(npz, self.backend.device, progress=False, fid=False)
+            result = evaluate_file(npz, self.backend.device, progress=False, fid=False, dataset=dataset)
             result["samples"] = {k: v for k, v in sres.items() if k not in ("provenance", "plan", "unit")}
         result["fid_computed"] = u.spec["fid"]
-        mres = read_result(self.layout, self.plan.unit(u.needs).needs) or {}
-        cfg = mres.get("config") or {}
         s = sres.get("settings", {})
         result["row"] = {"model": s.get("model"), "preset": (mres.get("unit") or {}).get("preset"),
                          "schedule": cfg.get("schedule"), "T": cfg.get("T"), "iterations": cfg.get("iterations"),

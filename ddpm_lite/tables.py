@@ -14,7 +14,7 @@ from .plotting import show_grid
 # %% auto #0
 __all__ = ['PAPER_N', 'PAPER_TABLE1_FID', 'PAPER_TABLE2', 'PAPER_TABLE3', 'PAPER_TABLE4', 'plan_results', 'pick_plan',
            'evaluation_rows', 'select', 'real_rows', 'mean_std', 'table1', 'training_spread', 'fmt', 'markdown_table',
-           'compare', 'direction', 'plateau', 'table2', 'guidance_sweep', 'preview', 'show_previews']
+           'compare', 'direction', 'row_direction', 'plateau', 'table2', 'guidance_sweep', 'preview', 'show_previews']
 
 # %% ../notebooks/08_experiments.ipynb #7ae3e51b
 # Reported by the paper (Tables 1-4): 100K training iterations, FID of 10,000 samples against the
@@ -95,19 +95,21 @@ def select(rows: list, **match) -> list:
     return [r for r in rows if all(r.get(k) is not None and same(r[k], v) for k, v in match.items())]
 
 # %% ../notebooks/08_experiments.ipynb #7be94e4c
-def real_rows(n: int) -> dict:
+def real_rows(n: int, dataset: str = "mnist") -> dict:
     """The real-data ceiling for a set of n images: FID of n real images against the test set, IS of
-    n test images (10 splits), the classifier's test accuracy (results/reference.json, chapter 7).
+    n test images (10 splits), the classifier's test accuracy (results/reference.json, chapter 7;
+    results/reference_fashion.json for dataset='fashion', chapter 13).
 
     Defined in chapter 8 (experiments).
     """
-    ref = load_result("reference.json")
+    file = "reference.json" if dataset == "mnist" else f"reference_{dataset}.json"
+    ref = load_result(file)
     fid = {r["n"]: r["fid"] for r in ref.get("fid_n_vs_test", [])}
     is_ = {r["n"]: r["mean"] for r in ref.get("inception_score_test_by_n", [])}
     if n not in fid or n not in is_:
-        raise DDPMLiteError(f"results/reference.json has no real-data row for n = {n:,} (it has "
-                            f"{sorted(fid)}); add n to `sample_sizes` in evaluation.reference_rows and run "
-                            "`make reference`.")
+        raise DDPMLiteError(f"results/{file} has no real-data row for n = {n:,} (it has "
+                            f"{sorted(fid)}); add it with `python -m ddpm_lite.evaluation reference "
+                            f"--dataset {dataset} --add-n {n}`.")
     return {"n": n, "fid": fid[n], "is": is_[n], "accuracy": ref["classifier_accuracy_test"]}
 
 # %% ../notebooks/08_experiments.ipynb #23182613
@@ -189,6 +191,16 @@ def direction(ours_a: float, ours_b: float, paper_a: float, paper_b: float, nois
     if c in ("indistinguishable", "not measured"):
         return "cannot be told apart" if c == "indistinguishable" else c
     return "agrees" if (c == "better") == (paper_a < paper_b) else "disagrees"
+
+
+def row_direction(a: dict, b: dict, paper_a: dict, paper_b: dict, noise: float, key: str = "fid") -> str:
+    """`direction` for two of our rows against the paper's two (dicts holding `key`); for 'is', where
+    higher is better, the values are negated so that the same rule applies.
+
+    Defined in chapter 8 (experiments).
+    """
+    s = -1.0 if key == "is" else 1.0
+    return direction(s * a[key], s * b[key], s * paper_a[key], s * paper_b[key], noise)
 
 # %% ../notebooks/08_experiments.ipynb #ddd12bc1
 def plateau(rows: list, model: str, sampler: str = "dpm++", w: float = 0.2, noise: float | None = None) -> dict:

@@ -90,6 +90,28 @@ def test_direction_agrees_disagrees_or_cannot_tell():
     assert tables.direction(10.0, 20.0, 16.0, 21.0, float("nan")) == "not measured"
 
 
+def test_row_direction_reads_fid_as_lower_is_better_and_is_as_higher_is_better():
+    ours_a, ours_b = {"fid": 10.0, "is": 9.0}, {"fid": 20.0, "is": 5.0}
+    paper_a, paper_b = {"fid": 16.0, "is": 9.5}, {"fid": 21.0, "is": 9.1}
+    assert tables.row_direction(ours_a, ours_b, paper_a, paper_b, 1.0) == "agrees"
+    assert tables.row_direction(ours_b, ours_a, paper_a, paper_b, 1.0) == "disagrees"
+    # IS: ours a is higher (better), and so is the paper's a
+    assert tables.row_direction(ours_a, ours_b, paper_a, paper_b, 0.1, key="is") == "agrees"
+    assert tables.row_direction(ours_a, ours_b, paper_b, paper_a, 0.1, key="is") == "disagrees"
+    assert tables.row_direction(ours_a, {"is": 8.95}, paper_a, paper_b, 0.1, key="is") == "cannot be told apart"
+
+
+def test_real_rows_reads_the_fashion_reference_when_asked(tmp_path, monkeypatch):
+    import json
+    ref = {"fid_n_vs_test": [{"n": 1000, "fid": 30.0}], "inception_score_test_by_n": [{"n": 1000, "mean": 8.0}],
+           "classifier_accuracy_test": 0.91}
+    (tmp_path / "reference_fashion.json").write_text(json.dumps(ref))
+    monkeypatch.setattr(tables, "load_result", lambda name: json.loads((tmp_path / name).read_text()))
+    assert tables.real_rows(1000, dataset="fashion") == {"n": 1000, "fid": 30.0, "is": 8.0, "accuracy": 0.91}
+    with pytest.raises(DDPMLiteError, match="reference_fashion.json has no real-data row for n = 250"):
+        tables.real_rows(250, dataset="fashion")
+
+
 def test_compare_calls_differences_within_two_spreads_noise():
     assert tables.compare(10.0, 12.0, 1.0) == "indistinguishable"
     assert tables.compare(10.0, 12.5, 1.0) == "better"
@@ -113,7 +135,7 @@ def test_real_rows_read_the_reference_file_and_explain_a_missing_n():
     r = tables.real_rows(1000)
     ref = book.load_result("reference.json")
     assert r["fid"] == next(x["fid"] for x in ref["fid_n_vs_test"] if x["n"] == 1000)
-    with pytest.raises(DDPMLiteError, match="no real-data row for n = 123.*make reference"):
+    with pytest.raises(DDPMLiteError, match="no real-data row for n = 123.*--dataset mnist --add-n 123"):
         tables.real_rows(123)
 
 

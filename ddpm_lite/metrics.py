@@ -19,8 +19,7 @@ from .errors import DataError
 
 # %% auto #0
 __all__ = ['CLASSIFIER_FILE', 'inception_score', 'preprocess', 'MNISTClassifier', 'class_probabilities', 'classifier_accuracy',
-           'train_classifier', 'classifier_path', 'save_classifier', 'load_classifier', 'conditional_accuracy',
-           'fid_vs_mnist', 'fid_between']
+           'train_classifier', 'classifier_path', 'save_classifier', 'load_classifier', 'conditional_accuracy']
 
 # %% ../notebooks/07_evaluation.ipynb #40de42d3
 def inception_score(probs, splits: int = 10, shuffle_seed: int | None = 0) -> tuple[float, float]:
@@ -124,7 +123,7 @@ def train_classifier(images_u8, labels, epochs: int = 3, batch_size: int = 128, 
     steps_per_epoch = math.ceil(len(images_u8) / batch_size)
     total = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    lr_decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     order = torch.Generator().manual_seed(seed)
     log, step, t0 = [], 0, time.time()
     for epoch in range(epochs):
@@ -142,7 +141,7 @@ def train_classifier(images_u8, labels, epochs: int = 3, batch_size: int = 128, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            lr_decay.step()
             losses.append(loss.item())
             step += 1
         entry = {"epoch": epoch + 1, "steps": step, "train_loss": float(np.mean(losses)),
@@ -210,28 +209,3 @@ def conditional_accuracy(probs, labels, num_classes: int = 10) -> dict:
     per_class = [float(hit[labels == c].mean()) if (labels == c).any() else None for c in range(num_classes)]
     return {"overall": float(hit.mean()), "per_class": per_class,
             "count_per_class": [int((labels == c).sum()) for c in range(num_classes)]}
-
-# %% ../notebooks/07_evaluation.ipynb #6ff9c962
-def fid_vs_mnist(images_u8, split: str = "test", device="auto", progress: bool = True) -> float:
-    """FID of uint8 images against an MNIST split (default: the 10,000 test images), pool3, 2048 dims.
-
-    A thin layer over `ddpm_lite.inception`; the split's statistics are computed once and cached.
-
-    Defined in chapter 7 (evaluation).
-    """
-    from ddpm_lite import inception
-    net = inception.fid_network(device)
-    gen = inception.activation_statistics(images_u8, net, progress=progress)
-    ref = inception.reference_statistics(split, net, progress=progress)
-    return inception.frechet_distance(gen, ref)
-
-
-def fid_between(images_a, images_b, device="auto", progress: bool = True) -> float:
-    """FID between two sets of uint8 images (both passed through the FID network).
-
-    Defined in chapter 7 (evaluation).
-    """
-    from ddpm_lite import inception
-    net = inception.fid_network(device)
-    return inception.frechet_distance(inception.activation_statistics(images_a, net, progress=progress),
-                                      inception.activation_statistics(images_b, net, progress=progress))

@@ -60,12 +60,19 @@ def save_side_by_side(grids: list, path, gap: int = 8, scale: int = 2) -> Path:
     return _write_png(np.concatenate(row, axis=1), path, scale)
 
 
-def show_grid(images_u8, labels=None, ax=None, title=None):
-    """Draw the grid on a matplotlib axis (for the notebooks)."""
+def show_grid(images_u8, labels=None, ax=None, title=None, row_names=None):
+    """Draw the grid on a matplotlib axis (for the notebooks); `row_names` (one per label, in label
+    order, e.g. `data.CLASS_NAMES["fashion"]`) label its rows on the left."""
     import matplotlib.pyplot as plt
     ax = ax or plt.gca()
-    ax.imshow(grid_image(images_u8, labels), cmap="gray", vmin=0, vmax=255)
+    g = grid_image(images_u8, labels)
+    ax.imshow(g, cmap="gray", vmin=0, vmax=255)
     ax.set_axis_off()
+    if row_names is not None and labels is not None:
+        present = np.unique(labels)
+        h = (g.shape[0] - 2) / len(present)                   # one row of the grid per label present
+        for i, c in enumerate(present):
+            ax.text(-4, 2 + (i + 0.5) * h, row_names[int(c)], ha="right", va="center", fontsize=8)
     if title:
         ax.set_title(title)
     return ax

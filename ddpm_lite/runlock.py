@@ -38,7 +38,8 @@ try:
 except ImportError:                       # Windows: exclusive creation, no stale-lock detection
     fcntl = None
 
-__all__ = ["LOCK_NAME", "FolderLock", "folder_lock", "rank0_folder_lock", "read_lock", "FolderLocked"]
+__all__ = ["LOCK_NAME", "FolderLock", "folder_lock", "rank0_folder_lock", "run_folder_lock", "read_lock",
+           "FolderLocked"]
 
 LOCK_NAME = ".ddpm-lite.lock"
 
@@ -258,3 +259,13 @@ def rank0_folder_lock(folder, ctx, what: str = "run folder", hint: str = ""):
     finally:
         if lock is not None:
             lock.release()
+
+
+def run_folder_lock(run_dir, ctx):
+    """The lock `training.train` holds on its run folder (rank0_folder_lock), or nothing when the run
+    keeps no folder (run_dir None). Re-entrant: under `ddpm-lite train`, which locks first, it is the
+    same lock."""
+    if run_dir is None:
+        return contextlib.nullcontext()
+    return rank0_folder_lock(run_dir, ctx, "run folder", "Wait for that run to finish (or stop it), or train "
+                             "into another folder.")

@@ -21,6 +21,7 @@ from .forward import make_schedule, q_sample
 from .guidance import NULL_LABEL
 from .io import write_json
 from .recipes import learning_rate, loss_weights, v_target
+from .runlock import run_folder_lock
 # the run's state, checkpoints, Ctrl-C and the fast-path seams (the appendix); importable from here too
 from .runstate import (RESUMABLE_CHANGES, Autocast, CudaGraphStep, FastPaths, ScaledStep,  # noqa: F401
                                 TrainState, _StepClock, _StopFlag, restore, state_dict)
@@ -202,30 +203,31 @@ def train(cfg: Config, run_dir=None, device="auto", data=None, progress: bool = 
     images, labels = images.to(device), labels.to(device)
     sched = paths.schedule(make_schedule(cfg.schedule, cfg.T), device)
     state = new_state(cfg, device)
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        if ctx.is_main:                                          # rank 0 alone writes files
-            write_json(run_dir / "config.json", cfg.to_dict())
-        if (found := distributed.newest_checkpoint(run_dir, ctx)) is not None:
-            restore(state, found[1], cfg, found[0])
-    end = cfg.iterations if stop_after is None else min(cfg.iterations, state.step + stop_after)
-    save_s = [1.0]                                               # the last checkpoint's duration
-    def save():
-        t0 = time.monotonic()
-        if ctx.is_main:
-            save_checkpoint(checkpoint_path(run_dir, state.step), **state_dict(state, cfg))
-            for old in step_checkpoints(run_dir)[:-keep]:
-                old.unlink(missing_ok=True)
-        distributed.barrier(ctx)                                 # the others wait until the file is whole
-        save_s[0] = time.monotonic() - t0
-    bar = tqdm(total=cfg.iterations, initial=state.step, disable=not (progress and ctx.is_main),
-               desc="train", unit="it")
-    state.model.train()
-    model = distributed.wrap_model(state.model, ctx)            # several processes: DDP averages the gradients
-    net = forward(model) if forward is not None else paths.forward(model)
-    step = step_fn if step_fn is not None else paths.step_fn()
-    clock, pending = _StepClock(), []
-    with _StopFlag() as stop, paths.inputs():
+    # one writer per run folder: a second process stops at once, naming the one that holds it (appendix)
+    with run_folder_lock(run_dir, ctx), _StopFlag() as stop, paths.inputs():
+        if run_dir is not None:
+            run_dir = Path(run_dir)
+            if ctx.is_main:                                          # rank 0 alone writes files
+                write_json(run_dir / "config.json", cfg.to_dict())
+            if (found := distributed.newest_checkpoint(run_dir, ctx)) is not None:
+                restore(state, found[1], cfg, found[0])
+        end = cfg.iterations if stop_after is None else min(cfg.iterations, state.step + stop_after)
+        save_s = [1.0]                                               # the last checkpoint's duration
+        def save():
+            t0 = time.monotonic()
+            if ctx.is_main:
+                save_checkpoint(checkpoint_path(run_dir, state.step), **state_dict(state, cfg))
+                for old in step_checkpoints(run_dir)[:-keep]:
+                    old.unlink(missing_ok=True)
+            distributed.barrier(ctx)                                 # the others wait until the file is whole
+            save_s[0] = time.monotonic() - t0
+        bar = tqdm(total=cfg.iterations, initial=state.step, disable=not (progress and ctx.is_main),
+                   desc="train", unit="it")
+        state.model.train()
+        model = distributed.wrap_model(state.model, ctx)            # several processes: DDP averages the gradients
+        net = forward(model) if forward is not None else paths.forward(model)
+        step = step_fn if step_fn is not None else paths.step_fn()
+        clock, pending = _StepClock(), []
         clock.mark(state.step)
         # repeat ... until `end`   (Algorithm 1, lines 1 and 9)
         while state.step < end:

@@ -131,6 +131,25 @@ def test_a_train_unit_of_a_plan_locks_its_run_folder(tmp_path, holder_script):
     assert not list(layout.train_dir(first.name).rglob("*.pt"))
 
 
+def test_train_called_directly_locks_its_run_folder(tmp_path, holder_script):
+    """A notebook or script that calls training.train(cfg, run_dir) takes the same lock as the CLI."""
+    import torch
+    from ddpm_lite.config import get_config
+    from ddpm_lite.training import train
+    run_dir = tmp_path / "run"
+    cfg = get_config("quick", iterations=2, batch_size=4, channels=(8, 16, 32))
+    data = (torch.zeros(8, 1, 28, 28), torch.arange(8) % 10)
+    holder = start_holder(holder_script, run_dir)
+    try:
+        with pytest.raises(FolderLocked, match=f"pid {holder.pid} "):
+            train(cfg, run_dir, device="cpu", data=data, progress=False)
+    finally:
+        stop_holder(holder)
+    assert not run_dir.exists()                                  # nothing written, not even config.json
+    state = train(cfg, run_dir, device="cpu", data=data, progress=False)      # free again: it trains
+    assert state.step == 2 and not (run_dir / LOCK_NAME).exists() and (run_dir / "config.json").exists()
+
+
 RACER = """\
 import sys, time
 from pathlib import Path

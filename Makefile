@@ -44,7 +44,7 @@ students: venv
 	$(BIN)/python scripts/student_copies.py students
 
 # Course assignments of chapters 1-7 with otter-grader checks, into assignments/ (student/, handout/,
-# solutions/, autograder/): generated from the chapters and ddpm_lite/checks.py, never edited by hand.
+# solutions/, autograder/): generated from the chapters and ddpm_lite/checks/, never edited by hand.
 assignments: venv
 	$(BIN)/python scripts/assignments.py assignments
 

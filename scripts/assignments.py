@@ -12,7 +12,7 @@ and the end-of-chapter solutions are dropped. `otter assign` then writes, under 
     solutions/CHAPTER.ipynb                  the reference solutions (the chapter's own code)
     autograder/CHAPTER.zip                   what `make grade` uses: every test, hidden ones included
 
-Nothing here is edited by hand: change a chapter or ddpm_lite/checks.py and run `make assignments`.
+Nothing here is edited by hand: change a chapter or ddpm_lite/checks/ and run `make assignments`.
 """
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def master_notebook(chapter: str) -> nbformat.NotebookNode:
     """The otter-grader master notebook of one chapter's assignment."""
     path = root / "notebooks" / f"{chapter}.ipynb"
     if not path.is_file():
-        raise GeneratorError(f"{path} does not exist, but ddpm_lite/checks.py has exercises for {chapter!r}.")
+        raise GeneratorError(f"{path} does not exist, but ddpm_lite/checks/assignments.py has exercises for {chapter!r}.")
     nb = nbformat.read(path, as_version=4)
     todo = {e.function: e for e in checks.exercises(chapter)}
     config = (f"# ASSIGNMENT CONFIG\nname: {chapter}\ninit_cell: false\ncheck_all_cell: false\nexport_cell: false\n"
@@ -178,7 +178,7 @@ def master_notebook(chapter: str) -> nbformat.NotebookNode:
     missing = set(todo) - found
     if missing:
         raise GeneratorError(f"{path.name} defines no function named {', '.join(sorted(missing))} in a code cell; "
-                             "rename the exercise in ddpm_lite/checks.py (EXERCISES) or restore the function.")
+                             "rename the exercise in ddpm_lite/checks/assignments.py (EXERCISES) or restore the function.")
     if not intro_done:
         raise GeneratorError(f"{path.name} has no title cell ('# ...') to put the assignment's introduction under.")
     return nbformat.v4.new_notebook(cells=cells, metadata={k: nb.metadata[k] for k in ("kernelspec", "language_info")

@@ -203,8 +203,8 @@ def test_evaluate_path_writes_json_beside_the_newest_sample(tmp_path, monkeypatc
             "device": "cpu"}
     seen = {}
 
-    def fake_metrics(images, labels, device, progress, fid=True):
-        seen["shape"], seen["labels"] = images.shape, labels
+    def fake_metrics(images, labels, device, progress, fid=True, dataset="mnist"):
+        seen["shape"], seen["labels"], seen["dataset"] = images.shape, labels, dataset
         return dict(fake)
     monkeypatch.setattr(evaluation, "score", fake_metrics)
     run = tmp_path / "run" / "samples"
@@ -214,7 +214,7 @@ def test_evaluate_path_writes_json_beside_the_newest_sample(tmp_path, monkeypatc
     import os
     os.utime(old, (1, 1))
     result = evaluation.evaluate_path(tmp_path / "run", device="cpu", progress=False)
-    assert seen["shape"] == (20, 28, 28)                         # [N, 1, 28, 28] accepted and squeezed
+    assert seen["shape"] == (20, 28, 28) and seen["dataset"] == "mnist"   # [N, 1, 28, 28] accepted and squeezed; no .json: MNIST
     written = run / "new.eval.json"
     assert result["written_to"] == str(written)
     on_disk = json.loads(written.read_text())

@@ -1,6 +1,6 @@
 """The speed-ups that `make bench` measures, each beside the plain way it is compared with.
 
-Plumbing module (hand-written). scripts/bench.py times these; tests/test_fastpaths.py checks
+Plumbing module (hand-written). ddpm_lite.benchmark (run by scripts/bench.py) times these; tests/test_fastpaths.py checks
 that every fast path gives the same numbers as its plain counterpart, because a speed-up is
 only worth having if the results do not change.
 """

@@ -17,7 +17,7 @@ def cpu_noise(shape, generator, device):
     """Standard normal noise drawn on the CPU (so a seed means the same numbers on every device), moved to `device`.
 
     Every sampler takes its noise source as a parameter `noise(shape, generator, device)`; this is the
-    default. A faster source must return the same numbers (see `scripts/gpu_run.py`).
+    default. A faster source must return the same numbers (see `experiments.gpu_backend.NoisePrefetch`).
 
     Defined in chapter 6 (sampling).
     """

@@ -16,6 +16,7 @@ from ddpm_lite.checkpoint import load_checkpoint, step_checkpoints
 from ddpm_lite.cli import main
 from ddpm_lite.config import get_config
 from ddpm_lite.errors import ConfigError, DataError
+from ddpm_lite.experiments.gpu_backend import FastBackend
 from ddpm_lite.forward import make_schedule
 from ddpm_lite.io import sha256_file
 from ddpm_lite.sampling import generate
@@ -24,6 +25,7 @@ from ddpm_lite.unet import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 MINI = ROOT / "plans" / "mini.json"
+# the script's command line (its backend, FastBackend, is imported from the package above)
 _spec = importlib.util.spec_from_file_location("ddpm_lite_gpu_run", ROOT / "scripts" / "gpu_run.py")
 gpu_run = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gpu_run)
@@ -299,7 +301,7 @@ def test_batches_equal_generate(one_thread):
     model = build_model(cfg).eval()
     sched = make_schedule(cfg.schedule, cfg.T)
     labels = xp.balanced_labels(30)
-    fast = gpu_run.FastBackend("cpu", None, fast_paths=True, cuda_graphs=False, weights_dtype="float16")
+    fast = FastBackend("cpu", None, fast_paths=True, cuda_graphs=False, weights_dtype="float16")
     for sampler, w in (("ancestral", 1.5), ("ddim", 0.0)):
         ref = generate(model, sched, labels, w, sampler, 4, seed=3, batch_size=20, progress=False)
         for backend in (xp.Backend("cpu", progress=False), fast):

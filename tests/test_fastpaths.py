@@ -269,19 +269,15 @@ def test_a_plain_checkpoint_resumes_on_the_fast_path(tmp_path, monkeypatch):
 
 
 def test_the_fma_peak_is_read_from_cpuinfo():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import bench
-    finally:
-        sys.path.pop(0)
+    from ddpm_lite.benchmark import timing
     info = "processor : 0\ncpu MHz\t\t: 2000.0\nflags\t\t: fpu sse avx avx2 fma\n"
-    peak = bench.fma_peak(threads=2, cpuinfo=info)
+    peak = timing.fma_peak(threads=2, cpuinfo=info)
     assert peak["flop_per_cycle_per_core"] == 32 and peak["gflop_per_s"] == 2 * 2000e6 * 32 / 1e9
-    assert bench.fma_peak(threads=1, cpuinfo=info.replace("avx2 fma", "avx512f avx2 fma"))["fp32_lanes"] == 16
-    assert bench.fma_peak(threads=1, cpuinfo="flags : sse\n")["gflop_per_s"] is None   # no clock: no peak
+    assert timing.fma_peak(threads=1, cpuinfo=info.replace("avx2 fma", "avx512f avx2 fma"))["fp32_lanes"] == 16
+    assert timing.fma_peak(threads=1, cpuinfo="flags : sse\n")["gflop_per_s"] is None   # no clock: no peak
     res = {"machine": {}, "settings": {"threads": 2},
            "training": {"x": {"achieved_gflop_per_s": peak["gflop_per_s"] / 2}}}
     import unittest.mock as mock
-    with mock.patch.object(bench, "fma_peak", lambda threads=None: peak):
-        bench.add_fma_peak(res)
+    with mock.patch.object(timing, "fma_peak", lambda threads=None: peak):
+        timing.add_fma_peak(res)
     assert res["training"]["x"]["fraction_of_fma_peak"] == 0.5

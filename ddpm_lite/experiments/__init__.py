@@ -12,7 +12,9 @@ One idea a module:
 - plan      the plan file: its schema, load_plan(), ExperimentPlan and Unit
 - state     where each unit's files live (Layout), the plan's lock, and each unit's state from its files
 - estimate  rough cost of a unit, and the dry run's table
-- backend   how units train and sample on a device (scripts/gpu_run.py subclasses Backend)
+- backend   how units train and sample on a device
+- gpu_backend  FastBackend: Backend with the GPU's speed-ups, run by scripts/gpu_run.py (import it
+            from ddpm_lite.experiments.gpu_backend; it is not loaded with the package)
 - runner    Runner: every unit in priority order, resumable, within a budget
 - pack      packing files into a few size-limited parts for the GPU machine, and unpacking them
 - command   `ddpm-lite experiments`

@@ -2,7 +2,8 @@
 
 Plumbing module (hand-written). The runner asks a Backend to train a model (in chunks that stop
 before a deadline), to save and load it, and to draw one batch of a sample set;
-scripts/gpu_run.py subclasses it with the GPU's speed-ups and writes the same files.
+gpu_backend.FastBackend (run by scripts/gpu_run.py) subclasses it with the GPU's speed-ups and
+writes the same files.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ class TrainOutcome:
 class Backend:
     """The book's own code: `ddpm_lite.training.train` and the chapter 6 samplers, on any device.
 
-    `scripts/gpu_run.py` subclasses it with the GPU's speed-ups. Every method is deterministic
-    given the plan's seeds (on one CPU thread, bit for bit).
+    `ddpm_lite.experiments.gpu_backend.FastBackend` subclasses it with the GPU's speed-ups. Every
+    method is deterministic given the plan's seeds (on one CPU thread, bit for bit).
     """
     name = "ddpm_lite"
     weights_dtype = "float32"

@@ -169,9 +169,9 @@ def test_fashion_plan_trains_both_recipes_on_fashion_and_scores_each_at_the_prot
     assert (paper.model, paper.loss, paper.batch_size, paper.optimizer, paper.ema_decay) == ("paper", "l1", 32, "adam", 0.0)
     samples = [u for u in plan.units if u.kind == "sample"]
     assert {u.name for u in samples} == {u.needs for u in plan.units if u.kind == "evaluate"}
-    for name in trains:                    # each recipe: a guidance sweep at n = 1,000 and one set at n = 10,000
+    for name in trains:                    # each recipe: a guidance sweep at n = 1,000 and a set at n = 10,000
         mine = [u for u in samples if u.spec["model"] == name and "checkpoint" not in u.spec]
-        assert sorted(u.spec["n"] for u in mine if u.spec["n"] == 10_000) == [10_000]
+        assert 10_000 in {u.spec["n"] for u in mine}
         assert {0.0, 0.5, 2.0} <= {u.spec["w"] for u in mine if u.spec["n"] == 1000}
     owner = {}
     for u in plan.units:                   # model by model, as in plans/cpu.json

@@ -91,14 +91,14 @@ def train_command(preset: str, run_dir: Path, overrides: dict, device="auto", pr
     from .config import get_config
     from .distributed import barrier, init_from_env, shutdown
     from .io import atomic_write_bytes, provenance, write_json
-    from .runlock import rank0_folder_lock
+    from .runlock import run_folder_lock
     from .training import train
     cfg = get_config(preset, **overrides)            # validated before any work starts
     ctx = init_from_env(device, cfg.batch_size)      # one process, or this rank's share of a torchrun job
     dev = ctx.device
     # one writer per run folder: a second command into it stops here, naming the process that writes it
-    with rank0_folder_lock(run_dir, ctx, "run folder", "Wait for that run to finish (or stop it), or train "
-                           "into another folder with --name NAME or --run-dir DIR."):
+    with run_folder_lock(run_dir, ctx, "Wait for that run to finish (or stop it), or train into another "
+                         "folder with --name NAME or --run-dir DIR."):
         if ctx.is_main:
             print(f"training preset '{preset}' on {dev} into {run_dir}"
                   + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))

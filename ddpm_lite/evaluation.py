@@ -27,8 +27,9 @@ import numpy as np
 from .errors import DataError
 from .io import provenance, sha256_file, write_json
 
-__all__ = ["load_samples", "find_sample_file", "score", "evaluate_arrays", "evaluate_file", "evaluate_path", "format_summary",
-           "reference_rows", "classifier_file", "dataset_of", "IS_SPLITS", "FID_REFERENCE", "FID_REFERENCES"]
+__all__ = ["load_samples", "find_sample_file", "score", "evaluate_arrays", "evaluate_file", "evaluate_path",
+           "format_summary", "reference_rows", "reference_file", "classifier_file", "dataset_of", "IS_SPLITS",
+           "FID_REFERENCE", "FID_REFERENCES"]
 
 IS_SPLITS = 10
 #: what each data set's FIDs are measured against, and the file of its IS classifier (in ddpm_lite/assets)
@@ -337,11 +338,12 @@ def reference_rows(out_json=None, device="auto", progress: bool = True,
     }
     if dataset != "mnist":
         result["dataset"] = dataset
-    write_json(out_json if out_json is not None else results_dir() / _reference_name(dataset), result)
+    write_json(out_json if out_json is not None else results_dir() / reference_file(dataset), result)
     return result
 
 
-def _reference_name(dataset: str) -> str:
+def reference_file(dataset: str = "mnist") -> str:
+    """The name, under results/, of a data set's real-data rows: reference.json (MNIST), reference_fashion.json."""
     return "reference.json" if dataset == "mnist" else f"reference_{dataset}.json"
 
 
@@ -368,7 +370,7 @@ def add_reference_sizes(sizes, out_json=None, device="auto", progress: bool = Tr
     from .device import pick_device
     from .metrics import class_probabilities
     _check_dataset(dataset)
-    out_json = Path(out_json) if out_json is not None else results_dir() / _reference_name(dataset)
+    out_json = Path(out_json) if out_json is not None else results_dir() / reference_file(dataset)
     if not out_json.is_file():
         raise DataError(f"no reference file at {out_json}; compute it first with "
                         f"`python -m ddpm_lite.evaluation reference --dataset {dataset}`.")

@@ -1,8 +1,8 @@
 """The speed-ups that `make bench` measures, each beside the plain way it is compared with.
 
-Plumbing module (hand-written). ddpm_lite.benchmark (run by scripts/bench.py) times these; tests/test_fastpaths.py checks
-that every fast path gives the same numbers as its plain counterpart, because a speed-up is
-only worth having if the results do not change.
+Plumbing module (hand-written). ddpm_lite.benchmark (run by scripts/bench.py) times these;
+tests/test_fastpaths.py checks that every fast path gives the same numbers as its plain
+counterpart, because a speed-up is only worth having if the results do not change.
 """
 from __future__ import annotations
 

@@ -261,11 +261,11 @@ def rank0_folder_lock(folder, ctx, what: str = "run folder", hint: str = ""):
             lock.release()
 
 
-def run_folder_lock(run_dir, ctx):
-    """The lock `training.train` holds on its run folder (rank0_folder_lock), or nothing when the run
-    keeps no folder (run_dir None). Re-entrant: under `ddpm-lite train`, which locks first, it is the
-    same lock."""
+def run_folder_lock(run_dir, ctx, hint: str = "Wait for that run to finish (or stop it), or train into "
+                    "another folder."):
+    """The lock of a training run's folder (rank0_folder_lock), or nothing when the run keeps no folder
+    (run_dir None). `training.train` holds it, and `ddpm-lite train` around it (with a hint naming its
+    options); re-entrant, so the two are the same lock."""
     if run_dir is None:
         return contextlib.nullcontext()
-    return rank0_folder_lock(run_dir, ctx, "run folder", "Wait for that run to finish (or stop it), or train "
-                             "into another folder.")
+    return rank0_folder_lock(run_dir, ctx, "run folder", hint)

@@ -9,6 +9,7 @@ import numpy as np
 
 from .book import load_result, load_result_arrays
 from .errors import DDPMLiteError
+from .evaluation import reference_file
 from .plotting import show_grid
 
 # %% auto #0
@@ -102,7 +103,7 @@ def real_rows(n: int, dataset: str = "mnist") -> dict:
 
     Defined in chapter 8 (experiments).
     """
-    file = "reference.json" if dataset == "mnist" else f"reference_{dataset}.json"
+    file = reference_file(dataset)
     ref = load_result(file)
     fid = {r["n"]: r["fid"] for r in ref.get("fid_n_vs_test", [])}
     is_ = {r["n"]: r["mean"] for r in ref.get("inception_score_test_by_n", [])}

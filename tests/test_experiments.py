@@ -123,6 +123,17 @@ def test_shipped_plans_load_and_feed_every_table():
     assert paper.units[0].name == "linear_T1000"          # the model that Tables 1 and 3 share comes first
 
 
+def test_committed_results_belong_to_units_of_their_plan():
+    """A unit dropped from a plan takes its files with it: the tables read every file of the folder."""
+    for folder in sorted((ROOT / "results" / "experiments").glob("*")):
+        if not (ROOT / "plans" / f"{folder.name}.json").is_file():
+            continue
+        names = {u.name for u in xp.load_plan(ROOT / "plans" / f"{folder.name}.json").units}
+        stale = [p.name for p in folder.iterdir() if p.name != "status.json"
+                 and p.name.removesuffix(".preview.npz").removesuffix(".json") not in names]
+        assert not stale, f"results/experiments/{folder.name}/ holds files of no unit of its plan: {stale}"
+
+
 def test_cpu_plan_keeps_the_papers_recipe_and_sampler_and_measures_both_spreads():
     cpu = xp.load_plan(ROOT / "plans" / "cpu.json")
     trains = [u for u in cpu.units if u.kind == "train"]

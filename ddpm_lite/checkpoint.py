@@ -108,14 +108,15 @@ def config_from_checkpoint(ckpt: dict, path):
 
 
 def resolve_model_file(source) -> Path:
-    """A model file from a shipped model's name ('pretrained', 'quick', 'best'), a run folder (its model.pt, else
-    its newest checkpoint) or a path."""
-    from .book import SHIPPED_MODELS, pretrained_path
-    if str(source) in SHIPPED_MODELS:
-        p = pretrained_path(str(source))
+    """A model file from a shipped model's name ('best' or its alias 'pretrained', 'quick', 'chapter5'), a run
+    folder (its model.pt, else its newest checkpoint) or a path."""
+    from .book import pretrained_path, shipped_name
+    real = shipped_name(source)
+    if real is not None:
+        p = pretrained_path(real)
         if p is None:
             raise CheckpointError(f"this install of ddpm_lite ships no {source} model "
-                                  f"(ddpm_lite/assets/{source}.pt); train one with `ddpm-lite train`.")
+                                  f"(ddpm_lite/assets/{real}.pt); train one with `ddpm-lite train`.")
         return p
     source = Path(source)
     if source.is_dir():
@@ -130,7 +131,7 @@ def resolve_model_file(source) -> Path:
 
 
 def load_model(source, device="cpu"):
-    """(EMA model in eval mode, Config) from 'pretrained', a run folder or a checkpoint file."""
+    """(EMA model in eval mode, Config) from a shipped model's name, a run folder or a checkpoint file."""
     from .unet import build_model
     path = resolve_model_file(source)
     ckpt = load_checkpoint(path)

@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw a grid (PNG) and a sample file (.npz) from a trained model")
     s.add_argument("model", help="a run folder, a checkpoint file, or a model shipped with the package: "
-                   "'best' (chapter 12's recipe, 2 hours of CPU training), 'quick' (15 minutes) or 'pretrained' "
-                   "(chapter 5's recipe, the model chapters 6-10 sample)")
+                   "'best' or 'pretrained' (chapter 12's recipe, 2 hours of CPU training), 'quick' (15 minutes) "
+                   "or 'chapter5' (chapter 5's recipe, the model chapters 6, 7 and 10 sample)")
     s.add_argument("--n", type=int, default=100, help="number of images, spread evenly over the labels (default 100)")
     s.add_argument("--labels", default="0-9", help="labels to draw, e.g. 0-9 (default), 3, or 1,7")
     s.add_argument("--w", type=float, help="guidance weight (default: the model's config)")
@@ -215,12 +215,12 @@ def experiments_command(args) -> int:
 
 
 def _compare_with_shipped(out: Path, run_dir: Path, device) -> None:
-    """The demo's grid beside the shipped `best` model's (else `pretrained`), same sampler, w and seed."""
+    """The demo's grid beside the shipped `best` model's (else `chapter5`), same sampler, w and seed."""
     import numpy as np
     from .book import pretrained_path
     from .io import read_json
     from .plotting import save_side_by_side
-    name = next((m for m in ("best", "pretrained") if pretrained_path(m) is not None), None)
+    name = next((m for m in ("best", "chapter5") if pretrained_path(m) is not None), None)
     if name is None:
         return
     mine = read_json(out.with_suffix(".json"))

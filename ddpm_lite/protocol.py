@@ -2,8 +2,8 @@
 
 Plumbing module (hand-written). Chapter 7 defines the protocol; chapter 9 reads what this writes.
 
-    python -m ddpm_lite.protocol sample --model pretrained --settings dpm++:10 dpm++:20 ddim:50
-    python -m ddpm_lite.protocol evaluate --model pretrained            # every drawn set not yet scored
+    python -m ddpm_lite.protocol sample --model best --settings dpm++:10 dpm++:20 ddim:50
+    python -m ddpm_lite.protocol evaluate --model best                  # every drawn set not yet scored
     python -m ddpm_lite.protocol status
 
 A set is n images (default 10,000, 1,000 per digit, cycling 0..9) drawn batch by batch with
@@ -60,11 +60,12 @@ def set_name(sampler: str, steps: int, w: float, n: int, seed: int, clip_x0: boo
 
 
 def _dirs(root: Path, model: str) -> tuple[Path, Path]:
-    tag = Path(model).name if model != "pretrained" else "pretrained"
+    from .book import shipped_name
+    tag = shipped_name(model) or Path(model).name          # 'pretrained' is filed under 'best'
     return root / "runs" / "protocol" / tag, root / "results" / "protocol" / tag
 
 
-def draw_set(model: str = "pretrained", sampler: str = "dpm++", steps: int = 20, w: float | None = None,
+def draw_set(model: str = "best", sampler: str = "dpm++", steps: int = 20, w: float | None = None,
              n: int = N_PROTOCOL, seed: int = 0, clip_x0: bool | None = None, root=".", device="cpu",
              progress: bool = True) -> Path:
     """Draw (or finish drawing) one set; returns the results file. Resumes from the batches already kept."""
@@ -76,8 +77,10 @@ def draw_set(model: str = "pretrained", sampler: str = "dpm++", steps: int = 20,
     from .device import pick_device
     from .forward import make_schedule
     from .sampling import CLIP_X0_DEFAULT, balanced_labels, sample_batch
+    from .book import shipped_name
     root = Path(root)
     dev = pick_device(device)
+    model = shipped_name(model) or model               # an alias is recorded as the model it names
     path = resolve_model_file(model)
     net, cfg = load_model(path, dev)
     w = cfg.w if w is None else float(w)
@@ -163,7 +166,7 @@ def evaluate_set(result_file, root=".", device="cpu", progress: bool = True) -> 
     return rec
 
 
-def protocol_rows(model: str = "pretrained", root=".") -> list[dict]:
+def protocol_rows(model: str = "best", root=".") -> list[dict]:
     """Every results file of a model, evaluated or not, sorted by sampler and NFE."""
     _, results = _dirs(Path(root), model)
     order = {"ancestral": 0, "ddim": 1, "dpm++": 2}
@@ -204,7 +207,8 @@ def main(argv=None) -> int:
     from .errors import DDPMLiteError
     ap = argparse.ArgumentParser(prog="python -m ddpm_lite.protocol", description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=["sample", "evaluate", "status"])
-    ap.add_argument("--model", default="pretrained", help="'pretrained', a run folder or a checkpoint")
+    ap.add_argument("--model", default="best", help="a shipped model ('best', 'quick', 'chapter5'), a run folder "
+                    "or a checkpoint")
     ap.add_argument("--settings", nargs="*", default=list(DEFAULT_SETTINGS),
                     help="sampler:steps, e.g. dpm++:20 ddim:50 ancestral (default: %(default)s)")
     ap.add_argument("--w", type=float, help="guidance weight (default: the model's own)")

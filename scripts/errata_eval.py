@@ -78,11 +78,11 @@ def stage_real(classifier, net) -> dict:
 def shipped_samples(n: int, w: float, steps: int = SAMPLING["steps"]):
     """n samples of the shipped model as (protocol uint8, clamp01 uint8, labels), cached in runs/errata/."""
     settings = {**SAMPLING, "steps": steps}
-    path = RUNS / f"pretrained_{settings['sampler']}{steps}_w{w:g}_n{n}_seed{settings['seed']}.npz"
+    path = RUNS / f"chapter5_{settings['sampler']}{steps}_w{w:g}_n{n}_seed{settings['seed']}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             return z["images"], z["images_clamp01"], z["labels"], path
-    model, cfg = load_model("pretrained")
+    model, cfg = load_model("chapter5")
     sched = make_schedule(cfg.schedule, cfg.T)
     y = balanced_labels(n)
     with torch.inference_mode():
@@ -98,13 +98,13 @@ def shipped_samples(n: int, w: float, steps: int = SAMPLING["steps"]):
 
 def sample_record(path, n, w, steps: int = SAMPLING["steps"]) -> dict:
     return {"file": str(path.relative_to(repo_root())), "sha256": sha256_file(path), "n": n, "w": w,
-            "model": "pretrained", "model_sha256": sha256_file(resolve_model_file("pretrained")),
+            "model": "chapter5", "model_sha256": sha256_file(resolve_model_file("chapter5")),
             **SAMPLING, "steps": steps}
 
 
 def stage_shipped(classifier, net) -> dict:
     """The two evaluation defects on SHIPPED_N samples of the shipped model (its own w, DDIM)."""
-    _, cfg = load_model("pretrained")
+    _, cfg = load_model("chapter5")
     u, uc, labels, path = shipped_samples(SHIPPED_N, cfg.w, SHIPPED_STEPS)
     return {
         "scale": f"CPU-scale: {SHIPPED_N:,} samples, not the protocol's 10,000; compare FID with the "

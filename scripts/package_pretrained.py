@@ -1,6 +1,6 @@
 """Ship a trained run as one of the package's models, with its record in results/.
 
-    python scripts/package_pretrained.py runs/pretrained              # ships ddpm_lite/assets/pretrained.pt
+    python scripts/package_pretrained.py runs/chapter5                # ships ddpm_lite/assets/chapter5.pt
     python scripts/package_pretrained.py runs/quick --as quick        # ships ddpm_lite/assets/quick.pt
 
 Copies RUN/model.pt (EMA weights + config) to ddpm_lite/assets/NAME.pt, and writes
@@ -17,8 +17,8 @@ from ddpm_lite.cli import sample_command
 from ddpm_lite.io import read_json, sha256_file, write_json
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ap.add_argument("run", type=Path, nargs="?", default=Path("runs/pretrained"))
-ap.add_argument("--as", dest="name", choices=SHIPPED_MODELS, default="pretrained")
+ap.add_argument("run", type=Path, nargs="?", default=Path("runs/chapter5"))
+ap.add_argument("--as", dest="name", choices=SHIPPED_MODELS, default="chapter5")
 args = ap.parse_args()
 run, name = args.run, args.name
 history = run / "history.txt"                            # optional free-text notes on how the run went

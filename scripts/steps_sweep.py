@@ -3,7 +3,7 @@
     python scripts/steps_sweep.py [--n 500] [--w 2]
 
 For each sampler setting (DDIM 10, 20, 50, 100 steps, then ancestral sampling with all T = 1000
-steps) it draws n images with `ddpm-lite sample pretrained` into runs/steps/, scores them with
+steps) it draws n images with `ddpm-lite sample chapter5` into runs/steps/, scores them with
 `ddpm-lite evaluate`, and appends the row to results/steps_sweep.json together with the real-data
 FID at the same n (the first n MNIST validation images against the test set, the same comparison
 the samples get). Finished rows are skipped, so the script resumes.
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         "what": "FID, IS and conditional accuracy of the shipped model against the number of sampling steps",
         "scale": f"CPU-scale: n = {args.n} images per row instead of the protocol's 10,000 (1000-step "
                  "sampling of 10,000 images needs a GPU); compare each FID with the real-data FID at the same n",
-        "n": args.n, "w": args.w, "seed": 0, "model": "pretrained", "rows": [],
+        "n": args.n, "w": args.w, "seed": 0, "model": "chapter5", "rows": [],
         "real_fid_same_n": errata_eval.real_fid_same_n(args.n, inception.fid_network("cpu"))}
     done = {(r["sampler"], r["steps"]) for r in results["rows"]}
     for sampler, steps in SETTINGS:
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         out = repo_root() / "runs" / "steps" / f"{sampler}{steps}_w{args.w:g}_n{args.n}_seed0.npz"
         t0 = time.time()
         if not out.is_file():
-            cli(["sample", "pretrained", "--n", str(args.n), "--w", str(args.w), "--sampler", sampler,
+            cli(["sample", "chapter5", "--n", str(args.n), "--w", str(args.w), "--sampler", sampler,
                  "--steps", str(steps), "--seed", "0", "--batch-size", str(args.batch_size),
                  "--out", str(out), "--device", "cpu", "--no-progress"])
         sample_seconds = time.time() - t0

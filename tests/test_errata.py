@@ -125,7 +125,7 @@ def test_sample_command_switch_reproduces_the_omitted_null_label(tmp_path):
     files = {}
     for null in ("learned", "omitted"):
         out = tmp_path / f"{null}.npz"
-        assert main(["sample", "pretrained", "--n", "10", "--steps", "2", "--null-at-sampling", null,
+        assert main(["sample", "chapter5", "--n", "10", "--steps", "2", "--null-at-sampling", null,
                      "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
         files[null] = np.load(out)["images"]
         assert read_json(out.with_suffix(".json"))["config"]["null_at_sampling"] == null

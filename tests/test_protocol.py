@@ -39,7 +39,7 @@ def test_a_set_is_the_cli_set_and_resumes_to_the_same_bytes(tmp_path, monkeypatc
         assert z["labels"].tolist() == [d for _ in range(3) for d in range(10)]
     # the command it records draws the same bytes
     cmd = rec["regenerate"].split()[1:] + ["--out", str(tmp_path / "cli.npz"), "--no-progress"]
-    assert cmd[:2] == ["sample", "pretrained"]
+    assert cmd[:2] == ["sample", "best"]                    # 'pretrained' is recorded as the model it names
     assert cli(cmd) == 0
     assert (tmp_path / "cli.npz").read_bytes() == first
     # cut short: one batch lost; drawing again redraws only that batch and gives the same file
@@ -48,7 +48,7 @@ def test_a_set_is_the_cli_set_and_resumes_to_the_same_bytes(tmp_path, monkeypatc
     npz.unlink()
     protocol.draw_set("pretrained", "dpm++", 3, None, 30, 0, root=tmp_path, progress=False)
     assert npz.read_bytes() == first
-    assert [r["nfe"] for r in protocol.protocol_rows("pretrained", tmp_path)] == [3]
+    assert [r["nfe"] for r in protocol.protocol_rows("best", tmp_path)] == [3]
     summary = json.loads((tmp_path / "results" / "protocol" / "summary.json").read_text())
     assert [(r["sampler"], r["nfe"], r["fid"]) for r in summary["rows"]] == [("dpm++", 3, None)]
 
@@ -56,11 +56,11 @@ def test_a_set_is_the_cli_set_and_resumes_to_the_same_bytes(tmp_path, monkeypatc
 @needs_model
 def test_evaluating_a_missing_or_changed_set_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(protocol, "BATCH_SIZE", 10)
-    rec_file = protocol.draw_set("pretrained", "ddim", 2, None, 10, 0, root=tmp_path, progress=False)
+    rec_file = protocol.draw_set("chapter5", "ddim", 2, None, 10, 0, root=tmp_path, progress=False)
     npz = tmp_path / json.loads(rec_file.read_text())["samples"]
     npz.write_bytes(npz.read_bytes()[:-1] + b"x")
     with pytest.raises(DataError, match="does not match the sha256"):
         protocol.evaluate_set(rec_file, tmp_path)
     npz.unlink()
-    with pytest.raises(DataError, match="regenerate it with `ddpm-lite sample pretrained"):
+    with pytest.raises(DataError, match="regenerate it with `ddpm-lite sample chapter5"):
         protocol.evaluate_set(rec_file, tmp_path)

@@ -21,7 +21,7 @@ def recorded_losses(name: str) -> list[float]:
     return [float(r["loss"]) for r in rows]
 
 
-@pytest.mark.parametrize("name", [n for n in SHIPPED_MODELS if n != "pretrained"])
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_a_shipped_model_matches_its_record(name):
     record = load_result(f"{name}.json")
     path = pretrained_path(name)
@@ -34,7 +34,7 @@ def test_a_shipped_model_matches_its_record(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in SHIPPED_MODELS if n != "pretrained"])
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_retraining_from_the_record_repeats_the_first_losses(name):
     record = load_result(f"{name}.json")
     cfg = get_config(Config(), **record["training"]["config"])
@@ -46,3 +46,14 @@ def test_retraining_from_the_record_repeats_the_first_losses(name):
     assert torch.allclose(again, shipped, rtol=2e-3), (again - shipped).abs().max()
     other = train(cfg.replace(seed=cfg.seed + 1), None, device="cpu", data=data, progress=False, stop_after=STEPS)
     assert not torch.allclose(torch.tensor(other.losses), shipped, rtol=2e-3)   # the test can tell seeds apart
+
+
+def test_pretrained_names_the_best_shipped_model():
+    from ddpm_lite.book import shipped_name
+    from ddpm_lite.checkpoint import resolve_model_file
+    assert shipped_name("pretrained") == "best" and shipped_name("chapter5") == "chapter5"
+    assert shipped_name("runs/best") is None
+    assert resolve_model_file("pretrained") == resolve_model_file("best") == pretrained_path("best")
+    assert pretrained_path() == pretrained_path("best")
+    with pytest.raises(ValueError, match="chapter5.*pretrained"):
+        pretrained_path("chapter_5")

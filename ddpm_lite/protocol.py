@@ -26,7 +26,7 @@ import numpy as np
 from .errors import ConfigError, DataError
 from .io import atomic_write_bytes, npz_bytes, open_parts_folder, provenance, read_json, sha256_file, write_json
 
-__all__ = ["N_PROTOCOL", "DEFAULT_SETTINGS", "parse_setting", "set_name", "draw_set", "evaluate_set",
+__all__ = ["N_PROTOCOL", "DEFAULT_SETTINGS", "parse_setting", "set_name", "draw_set", "training_record", "evaluate_set",
            "protocol_rows", "summary_row", "write_summary", "main"]
 
 N_PROTOCOL = 10_000
@@ -131,6 +131,7 @@ def draw_set(model: str = "best", sampler: str = "dpm++", steps: int = 20, w: fl
                       f"--batch-size {BATCH_SIZE}{clip_arg} --device cpu",
         "provenance": provenance(str(dev), torch_threads=torch.get_num_threads()),
     }
+    record.update(training_record(path))
     old = results / f"{name}.json"
     if old.is_file():
         prev = read_json(old)
@@ -140,6 +141,19 @@ def draw_set(model: str = "best", sampler: str = "dpm++", steps: int = 20, w: fl
     out = write_json(old, record)
     write_summary(root)
     return out
+
+
+def training_record(model_file: Path) -> dict:
+    """How a model that is not shipped was trained, for its protocol record: the run folder's train.json
+    and the command that trains it again ({} for a shipped model, whose record is results/NAME.json)."""
+    train_json = Path(model_file).parent / "train.json"
+    if not train_json.is_file() or Path(model_file).parent.name == "assets":
+        return {}
+    t = read_json(train_json)
+    items = (f"{k}={str(v).replace(' ', '')}" for k, v in t.get("overrides", {}).items())
+    args = "".join(f" '{a}'" if any(c in a for c in "[]()*?") else f" {a}" for a in items)   # quote shell globs
+    return {"training": t,
+            "retrain": f"ddpm-lite train --preset {t['preset']} --run-dir {Path(model_file).parent}{args}"}
 
 
 def evaluate_set(result_file, root=".", device="cpu", progress: bool = True) -> dict:
@@ -179,8 +193,11 @@ SUMMARY = "summary.json"
 
 def summary_row(rec: dict) -> dict:
     """One small row of the summary: settings, cost and (once evaluated) scores of a set."""
-    e = rec.get("evaluation") or {}
-    return {"model": rec["model"], "sampler": rec["sampler"], "nfe": rec["nfe"], "w": rec["w"],
+    e, t = rec.get("evaluation") or {}, rec.get("training")
+    trained = None if not t else {"preset": t["preset"], "steps": t["steps"], "batch_size": t["config"]["batch_size"],
+                                  "channels": t["config"]["channels"], "minutes": round(t["seconds_this_call"] / 60, 1),
+                                  "retrain": rec["retrain"]}
+    return {"model": Path(rec["model"]).name, "sampler": rec["sampler"], "nfe": rec["nfe"], "w": rec["w"],
             "clip_x0": rec["clip_x0"], "n": rec["n"], "seed": rec["seed"],
             "sample_minutes": rec["sample_minutes"], "hardware": rec["provenance"].get("hardware"),
             "samples_sha256": rec["samples_sha256"], "regenerate": rec["regenerate"],
@@ -188,7 +205,8 @@ def summary_row(rec: dict) -> dict:
             "inception_score": (e.get("inception_score") or {}).get("mean"),
             "inception_score_std": (e.get("inception_score") or {}).get("std"),
             "conditional_accuracy": (e.get("conditional_accuracy") or {}).get("overall"),
-            "evaluation_minutes": round(e["seconds"] / 60, 2) if e.get("seconds") is not None else None}
+            "evaluation_minutes": round(e["seconds"] / 60, 2) if e.get("seconds") is not None else None,
+            "training": trained}        # a run folder's model: how it was trained (a shipped one: results/NAME.json)
 
 
 def write_summary(root=".") -> Path:

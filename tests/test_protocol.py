@@ -64,3 +64,29 @@ def test_evaluating_a_missing_or_changed_set_says_what_to_do(tmp_path, monkeypat
     npz.unlink()
     with pytest.raises(DataError, match="regenerate it with `ddpm-lite sample chapter5"):
         protocol.evaluate_set(rec_file, tmp_path)
+
+
+def test_a_run_folder_model_records_how_to_train_it_again(tmp_path, monkeypatch):
+    from ddpm_lite.cli import train_command
+    monkeypatch.setattr(protocol, "BATCH_SIZE", 10)
+    monkeypatch.chdir(tmp_path)
+    tiny = {"channels": "[8,8,8]", "time_dim": "16", "batch_size": "8", "iterations": "6", "T": "50", "sample_steps": "5"}
+    run = tmp_path / "runs" / "tiny"
+    train_command("paper", run, tiny, device="cpu", progress=False)
+    rec = json.loads(protocol.draw_set(str(run), "ddim", 2, None, 10, 0, root=tmp_path, progress=False).read_text())
+    assert rec["model"] == str(run) and rec["training"]["steps"] == 6
+    assert rec["retrain"].startswith(f"ddpm-lite train --preset paper --run-dir {run} ")
+    assert "'channels=[8,8,8]'" in rec["retrain"] and " iterations=6" in rec["retrain"]
+    assert (tmp_path / "results" / "protocol" / "tiny" / f"{protocol.set_name('ddim', 2, 0.2, 10, 0)}.json").is_file()
+    row = next(r for r in json.loads((tmp_path / "results" / "protocol" / "summary.json").read_text())["rows"])
+    assert row["model"] == "tiny" and row["training"]["steps"] == 6 and row["training"]["retrain"] == rec["retrain"]
+    # the recorded command trains the same weights again
+    import shlex
+    args = shlex.split(rec["retrain"])[1:]
+    again = tmp_path / "again"
+    args[args.index("--run-dir") + 1] = str(again)
+    assert cli(args + ["--no-progress", "--device", "cpu"]) == 0
+    assert (again / "model.pt").read_bytes() == (run / "model.pt").read_bytes()
+    # a shipped model's record has no training block: results/NAME.json holds it
+    if pretrained_path() is not None:
+        assert protocol.training_record(pretrained_path()) == {}
